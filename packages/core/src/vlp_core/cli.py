@@ -1,0 +1,165 @@
+"""Command lines: the umbrella ``vlp`` command and the base every domain CLI (``vlp-<domain>``) is built on.
+
+``vlp plugins`` lists installed domains; ``vlp demo [DOMAIN...]`` runs their embedded demos.
+A domain CLI is ``domain_cli(...)``: ``fit``/``validate``/``test``/``predict`` go to LightningCLI (YAML configs via
+jsonargparse, ``--print_config``), other subcommands to plain typed functions parsed by jsonargparse.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import warnings
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+__all__ = ["LIGHTNING_SUBCOMMANDS", "VLPLightningCLI", "domain_cli", "main"]
+
+LIGHTNING_SUBCOMMANDS = ("fit", "validate", "test", "predict")
+
+
+def _quiet_known_warnings() -> None:
+    # Frozen towers are intentionally in eval mode; Lightning's generic hint about it is noise for our users.
+    warnings.filterwarnings("ignore", message=".*module\\(s\\) in eval mode.*")
+    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+
+
+def _print_plugins() -> int:
+    from vlp_core import registry
+    from vlp_core.plugins import failed_plugins, load_plugins
+
+    plugins = load_plugins(strict=False)
+    rows = [("plug-in", "distribution", "version", "towers", "losses", "datasets", "demo")]
+    for p in plugins:
+        prefix = f"{p.name}/*"
+        rows.append((
+            p.name, p.distribution, p.version,
+            str(len(registry.TOWERS.list(prefix))), str(len(registry.LOSSES.list(prefix))),
+            str(len(registry.DATASETS.list(prefix))), "yes" if p.name in registry.DEMOS else "no",
+        ))  # fmt: skip
+    failed = failed_plugins()
+    for info, _ in failed.values():
+        rows.append((info.name, info.distribution, info.version, "-", "-", "-", "ERROR"))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+    for _, message in failed.values():
+        print(f"\n{message}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def _run_demo(args: argparse.Namespace) -> int:
+    from vlp_core import registry
+    from vlp_core.demo import format_table, run_demos
+    from vlp_core.plugins import load_plugins
+
+    load_plugins()
+    available = registry.DEMOS.list()
+    domains = [d for d in available if d != "core"]
+    if args.domains:
+        unknown = [d for d in args.domains if d not in registry.DEMOS]
+        if unknown:
+            print(f"vlp demo: no demo for {', '.join(unknown)}; installed demos: {', '.join(available)}", file=sys.stderr)
+            return 2
+        chosen = list(args.domains)
+    else:
+        # Every installed domain; core's own self-check only when no domain demo is installed.
+        chosen = domains or ["core"]
+    _quiet_known_warnings()
+    results, report = run_demos(
+        {d: registry.DEMOS.get(d) for d in chosen},
+        out_root=Path(args.out), scale=args.scale, seed=args.seed, progress=not args.no_progress,
+    )  # fmt: skip
+    print()
+    print(format_table(results))
+    print(f"\nreport: {report}")
+    failed = [r.domain for r in results if r.passed is False]
+    if failed:
+        print(f"below target: {', '.join(failed)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``vlp`` command."""
+    parser = argparse.ArgumentParser(prog="vlp", description="vision-language pretraining for medical data")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("plugins", help="list installed vlp packages and what they register")
+    demo = sub.add_parser("demo", help="pretrain briefly on embedded data, evaluate zero-shot, write a report")
+    demo.add_argument("domains", nargs="*", help="domains to run (default: every installed domain)")
+    demo.add_argument("--out", default="runs", help="report root folder (default: runs)")
+    demo.add_argument("--scale", choices=("small", "large"), default="small", help="small = time-boxed default")
+    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    args = parser.parse_args(argv)
+    if args.command == "plugins":
+        return _print_plugins()
+    return _run_demo(args)
+
+
+def _lightning_cli_class() -> type:
+    from lightning.pytorch.cli import LightningCLI
+
+    class _CLI(LightningCLI):
+        """LightningCLI with vlp defaults: env-var parsing, config saved next to outputs, seed always set."""
+
+    return _CLI
+
+
+def VLPLightningCLI(*args: Any, **kwargs: Any) -> Any:  # noqa: N802 - reads like the class it builds
+    """Construct the shared LightningCLI (imported lazily so ``vlp plugins`` stays fast)."""
+    return _lightning_cli_class()(*args, **kwargs)
+
+
+def domain_cli(
+    prog: str,
+    commands: dict[str, Callable[..., Any]] | None = None,
+    model_class: type | None = None,
+    datamodule_class: type | None = None,
+    args: Sequence[str] | None = None,
+    trainer_defaults: dict[str, Any] | None = None,
+) -> Any:
+    """Run a domain command line.
+
+    Args:
+        prog: program name (``"vlp-ecg"``).
+        commands: domain subcommands, name → typed function with a docstring (``{"zeroshot": zeroshot}``).
+        model_class: LightningModule base for ``fit``/``validate``/``test`` (default :class:`Pretrainer`);
+            subclasses may be chosen in YAML with ``class_path``.
+        datamodule_class: LightningDataModule base (default :class:`PairedDataModule`).
+        args: argument list (default ``sys.argv[1:]``).
+        trainer_defaults: default Trainer arguments.
+
+    Returns:
+        The subcommand's return value, or the LightningCLI object.
+    """
+    commands = dict(commands or {})
+    args = list(sys.argv[1:] if args is None else args)
+    if not args or args[0] in ("-h", "--help"):
+        names = list(LIGHTNING_SUBCOMMANDS) + sorted(commands)
+        print(f"usage: {prog} {{{','.join(names)}}} ...\n")
+        print("  fit, validate, test, predict   Lightning training loop (--config run.yaml, --print_config)")
+        for name in sorted(commands):
+            doc = (commands[name].__doc__ or "").strip().splitlines()
+            print(f"  {name:<30} {doc[0] if doc else ''}")
+        return 0 if args else 2
+    _quiet_known_warnings()
+    if args[0] in commands:
+        from jsonargparse import auto_cli
+
+        return auto_cli(commands[args[0]], args=args[1:], as_positional=True, parser_mode="yaml")
+    if args[0] not in LIGHTNING_SUBCOMMANDS:
+        raise SystemExit(f"{prog}: unknown command {args[0]!r}; choose from {', '.join(LIGHTNING_SUBCOMMANDS + tuple(sorted(commands)))}")
+    from vlp_core.training import PairedDataModule, Pretrainer
+
+    return VLPLightningCLI(
+        model_class or Pretrainer,
+        datamodule_class or PairedDataModule,
+        subclass_mode_model=True,
+        subclass_mode_data=True,
+        args=args,
+        trainer_defaults=trainer_defaults or {},
+        parser_kwargs={"prog": prog, "default_env": True},
+        save_config_kwargs={"overwrite": True},
+    )

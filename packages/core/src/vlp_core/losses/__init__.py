@@ -1,0 +1,22 @@
+"""Contrastive losses (open_clip-exact, distributed-aware) and their building blocks.
+
+Every loss returns a dict with a scalar ``"loss"`` plus detached scalars to log, and owns its temperature
+(``logit_scale``, a ``[1]`` parameter) which the Pretrainer clamps after each step via ``clamp_parameters()``.
+"""
+
+from __future__ import annotations
+
+from vlp_core.losses.clip import ClipLoss, MultiPositiveClipLoss, SigLipLoss
+from vlp_core.losses.distributed import dist_info, gather_features
+from vlp_core.losses.functional import chunked_cross_entropy, chunked_sigmoid_loss, normalize
+
+__all__ = [
+    "ClipLoss",
+    "MultiPositiveClipLoss",
+    "SigLipLoss",
+    "chunked_cross_entropy",
+    "chunked_sigmoid_loss",
+    "dist_info",
+    "gather_features",
+    "normalize",
+]

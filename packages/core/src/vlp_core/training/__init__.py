@@ -1,0 +1,20 @@
+"""Lightning pretraining: towers + weighted loss terms, optimiser conventions, data module base."""
+
+from __future__ import annotations
+
+from vlp_core.training.datamodule import EpochSeededSampler, PairedDataModule, collate_paired
+from vlp_core.training.module import CONFIG_NAME, WEIGHTS_NAME, Pretrainer
+from vlp_core.training.schedule import WarmupCosine, param_groups
+from vlp_core.training.terms import LossTerm
+
+__all__ = [
+    "CONFIG_NAME",
+    "WEIGHTS_NAME",
+    "EpochSeededSampler",
+    "LossTerm",
+    "PairedDataModule",
+    "Pretrainer",
+    "WarmupCosine",
+    "collate_paired",
+    "param_groups",
+]

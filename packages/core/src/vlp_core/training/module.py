@@ -1,0 +1,239 @@
+"""The Lightning pretrainer: a dict of named towers and a list of weighted loss terms.
+
+The trainer owns the loop; this module owns the math. A domain adds towers and losses through configuration, not
+by subclassing: ``Pretrainer(towers={"ecg": ..., "text": TextTower()}, losses=[LossTerm("clip", ClipLoss(),
+inputs=("ecg", "text"))])``.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from vlp_core.config import from_config, to_config
+from vlp_core.towers.base import TowerOutput
+from vlp_core.training.schedule import WarmupCosine, param_groups
+from vlp_core.training.terms import LossTerm
+
+__all__ = ["Pretrainer", "WEIGHTS_NAME", "CONFIG_NAME"]
+
+WEIGHTS_NAME = "model.safetensors"
+CONFIG_NAME = "config.json"
+
+
+def _batch_size(batch: Mapping[str, Any]) -> int:
+    for value in batch.values():
+        if isinstance(value, Tensor) and value.ndim > 0:
+            return int(value.shape[0])
+        if isinstance(value, (list, tuple)):
+            return len(value)
+    return 1
+
+
+class Pretrainer(L.LightningModule):
+    """Multi-tower contrastive (and beyond) pretraining.
+
+    Args:
+        towers: name → tower; ``towers[name](batch[name])`` must return a :class:`~vlp_core.towers.TowerOutput`.
+        losses: weighted terms; the total loss is ``Σ weight · term``.
+        lr: peak AdamW learning rate.
+        weight_decay: AdamW decay (never applied to norms, biases, 1-D tensors or temperatures).
+        betas: AdamW betas (open_clip uses (0.9, 0.98) for ViTs).
+        eps: AdamW epsilon.
+        warmup_steps: linear warm-up steps.
+        max_steps: schedule length; ``None`` = the trainer's estimate of the total optimiser steps.
+        min_lr_ratio: final LR as a fraction of ``lr``.
+        gradient_checkpointing: enable activation checkpointing in every tower that supports it.
+        lr_multipliers: per-prefix LR factors, e.g. ``{"towers.text": 0.1}``.
+    """
+
+    def __init__(
+        self,
+        towers: dict[str, nn.Module],
+        losses: list[LossTerm],
+        lr: float = 5e-4,
+        weight_decay: float = 0.2,
+        betas: tuple[float, float] = (0.9, 0.98),
+        eps: float = 1e-6,
+        warmup_steps: int = 0,
+        max_steps: int | None = None,
+        min_lr_ratio: float = 0.0,
+        gradient_checkpointing: bool = False,
+        lr_multipliers: dict[str, float] | None = None,
+    ) -> None:
+        super().__init__()
+        if not towers:
+            raise ValueError("Pretrainer needs at least one tower")
+        if not losses:
+            raise ValueError("Pretrainer needs at least one loss term")
+        names = [t.name for t in losses]
+        if len(set(names)) != len(names):
+            raise ValueError(f"loss term names must be unique, got {names}")
+        self.towers = nn.ModuleDict(towers)
+        self.losses = nn.ModuleList(losses)
+        self.lr, self.weight_decay, self.betas, self.eps = lr, weight_decay, tuple(betas), eps
+        self.warmup_steps, self.max_steps, self.min_lr_ratio = warmup_steps, max_steps, min_lr_ratio
+        self.lr_multipliers = dict(lr_multipliers or {})
+        self.gradient_checkpointing = gradient_checkpointing
+        if gradient_checkpointing:
+            for tower in self.towers.values():
+                if hasattr(tower, "set_gradient_checkpointing"):
+                    tower.set_gradient_checkpointing(True)
+        # Modules are described by their own configs; only plain settings go into Lightning's hparams.
+        self.save_hyperparameters(ignore=["towers", "losses"])
+
+    # ------------------------------------------------------------------ forward / loss
+    def encode(self, name: str, x: Any) -> TowerOutput:
+        """Run tower ``name`` on ``x``; unknown names raise a ``KeyError`` listing the towers."""
+        if name not in self.towers:
+            raise KeyError(f"unknown tower {name!r}; this model has {sorted(self.towers)}")
+        return self.towers[name](x)
+
+    def forward(self, batch: Mapping[str, Any]) -> dict[str, TowerOutput]:
+        """Run every tower whose name is a key of ``batch``."""
+        outputs = {name: tower(batch[name]) for name, tower in self.towers.items() if name in batch}
+        if not outputs:
+            raise KeyError(f"batch has none of the towers' inputs; towers {sorted(self.towers)}, batch {sorted(batch)}")
+        return outputs
+
+    def compute_losses(self, batch: Mapping[str, Any]) -> dict[str, Tensor]:
+        """Total loss under ``"loss"`` plus every term and its logged scalars (``"<term>"``, ``"<term>/<key>"``)."""
+        outputs = self(batch)
+        logs: dict[str, Tensor] = {}
+        total: Tensor | None = None
+        for term in self.losses:
+            result = term(outputs, batch)
+            value = result["loss"]
+            if not torch.isfinite(value):
+                raise FloatingPointError(f"loss term {term.name!r} is {value.item()}; check inputs and learning rate")
+            logs[term.name] = value.detach()
+            for key, extra in result.items():
+                if key != "loss":
+                    logs[f"{term.name}/{key}"] = extra.detach() if isinstance(extra, Tensor) else torch.tensor(extra)
+            weighted = term.weight * value
+            total = weighted if total is None else total + weighted
+        assert total is not None
+        logs["loss"] = total
+        return logs
+
+    def _step(self, batch: Mapping[str, Any], stage: str) -> Tensor:
+        logs = self.compute_losses(batch)
+        bs = _batch_size(batch)
+        self.log(f"{stage}/loss", logs["loss"].detach(), prog_bar=True, batch_size=bs, sync_dist=stage != "train")
+        for key, value in logs.items():
+            if key != "loss":
+                self.log(f"{stage}/{key}", value.float(), batch_size=bs, sync_dist=stage != "train")
+        return logs["loss"]
+
+    def training_step(self, batch: Mapping[str, Any], batch_idx: int) -> Tensor:
+        return self._step(batch, "train")
+
+    def validation_step(self, batch: Mapping[str, Any], batch_idx: int) -> Tensor:
+        return self._step(batch, "val")
+
+    def test_step(self, batch: Mapping[str, Any], batch_idx: int) -> Tensor:
+        return self._step(batch, "test")
+
+    # ------------------------------------------------------------------ optimisation
+    def configure_optimizers(self) -> Any:
+        groups = param_groups(self.named_parameters(), self.lr, self.weight_decay, self.lr_multipliers)
+        if not groups:
+            raise ValueError("no trainable parameters: every tower and loss is frozen")
+        optimizer = torch.optim.AdamW(groups, lr=self.lr, betas=self.betas, eps=self.eps)
+        total = self.max_steps
+        if total is None:
+            total = int(self.trainer.estimated_stepping_batches) if self._trainer is not None else 1
+        total = max(1, total)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, WarmupCosine(self.warmup_steps, total, self.min_lr_ratio)
+        )
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def clamp_parameters(self) -> None:
+        """Clamp every temperature (modules exposing ``clamp_parameters``), as open_clip does after each step."""
+        for module in self.modules():
+            if module is not self and hasattr(module, "clamp_parameters"):
+                module.clamp_parameters()
+
+    def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
+        super().optimizer_step(*args, **kwargs)
+        self.clamp_parameters()
+
+    # ------------------------------------------------------------------ exact resume
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # RNG states as tensors/ints only, so the .ckpt still loads with weights_only=True.
+        np_state = np.random.get_state()
+        checkpoint["vlp_rng"] = {
+            "torch": torch.get_rng_state(),
+            "numpy_keys": torch.from_numpy(np_state[1].astype(np.int64)),
+            "numpy_pos": int(np_state[2]),
+            "python": torch.tensor(random.getstate()[1], dtype=torch.int64),
+        }
+        checkpoint["vlp_config"] = json.dumps(self.config())
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        rng = checkpoint.get("vlp_rng")
+        if rng is None:
+            return
+        torch.set_rng_state(rng["torch"])
+        np.random.set_state(("MT19937", rng["numpy_keys"].numpy().astype(np.uint32), rng["numpy_pos"], 0, 0.0))
+        random.setstate((3, tuple(int(x) for x in rng["python"].tolist()), None))
+
+    # ------------------------------------------------------------------ sharing
+    def config(self) -> dict[str, Any]:
+        """The model as data: towers, loss terms and optimisation settings (``class_path``/``init_args``)."""
+        return {
+            "class_path": f"{type(self).__module__}.{type(self).__qualname__}",
+            "init_args": {
+                "towers": {name: to_config(t) for name, t in self.towers.items()},
+                "losses": [to_config(t) for t in self.losses],
+                **{k: (list(v) if isinstance(v, tuple) else v) for k, v in self.hparams.items()},
+            },
+        }
+
+    def save_pretrained(self, directory: str | Path) -> Path:
+        """Write ``model.safetensors`` + ``config.json`` (plus tower assets such as tokenizers) to ``directory``."""
+        from safetensors.torch import save_file
+
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        config = self.config()
+        for name, tower in self.towers.items():
+            overrides = tower.export_assets(str(directory), name) if hasattr(tower, "export_assets") else None
+            if overrides:
+                config["init_args"]["towers"][name]["init_args"].update(overrides)
+        # safetensors refuses shared storage: write a contiguous copy of every tensor.
+        state = {k: v.detach().cpu().contiguous().clone() for k, v in self.state_dict().items()}
+        save_file(state, str(directory / WEIGHTS_NAME), metadata={"format": "pt", "library": "vlp"})
+        (directory / CONFIG_NAME).write_text(json.dumps(config, indent=2) + "\n")
+        return directory
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path, map_location: str | torch.device = "cpu") -> Pretrainer:
+        """Rebuild from :meth:`save_pretrained` output; weights are loaded strictly, no pickle involved."""
+        from safetensors.torch import load_file
+
+        directory = Path(directory)
+        for name in (CONFIG_NAME, WEIGHTS_NAME):
+            if not (directory / name).is_file():
+                raise FileNotFoundError(f"{directory} is not a vlp checkpoint folder: {name} is missing")
+        config = json.loads((directory / CONFIG_NAME).read_text())
+        model = from_config(config, base_dir=str(directory))
+        if not isinstance(model, Pretrainer):
+            raise TypeError(f"{directory / CONFIG_NAME} describes {type(model).__name__}, not a Pretrainer")
+        state = load_file(str(directory / WEIGHTS_NAME), device=str(map_location))
+        model.load_state_dict(state, strict=True)
+        return model
+
+    def freeze_towers(self, names: Sequence[str]) -> None:
+        """Freeze the named towers (LiT-style locking)."""
+        for name in names:
+            self.towers[name].requires_grad_(False)

@@ -1,0 +1,12 @@
+"""The ``vlp-ct3d`` command: Lightning ``fit``/``validate``/``test``/``predict`` from YAML configs."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from vlp_core.cli import domain_cli
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Entry point of ``vlp-ct3d``."""
+    domain_cli("vlp-ct3d", commands={}, args=argv)

@@ -1,0 +1,49 @@
+"""vlp-ct3d registers with core and its towers follow the common forward API."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from vlp_core.registry import PluginRegistry, Registry
+from vlp_core.towers import TowerOutput
+
+
+@pytest.fixture()
+def registry() -> PluginRegistry:
+    return PluginRegistry(*(Registry(k) for k in ("tower", "loss", "dataset", "transform", "demo")))
+
+
+def test_register_adds_namespaced_towers(registry: PluginRegistry) -> None:
+    from vlp_ct3d.plugin import register
+
+    register(registry)
+    names = registry.towers.list()
+    assert names and all(n.startswith("ct3d/") for n in names)
+
+
+def test_version_is_installed_metadata() -> None:
+    import vlp_ct3d
+
+    assert vlp_ct3d.__version__ == "0.1.0"
+
+
+def test_cli_help_lists_lightning_commands(capsys: pytest.CaptureFixture[str]) -> None:
+    from vlp_ct3d.cli import main
+
+    main(["--help"])
+    out = capsys.readouterr().out
+    assert "vlp-ct3d" in out and "fit" in out
+
+
+def test_conv3d_tower_shapes_and_gradients(registry: PluginRegistry) -> None:
+    from vlp_ct3d.plugin import register
+
+    register(registry)
+    tower = registry.towers.build("ct3d/conv3d_small", embed_dim=24)
+    out = tower(torch.randn(2, 1, 16, 32, 32))
+    assert out.embedding.shape == (2, 24) and out.tokens.shape == (2, 2 * 4 * 4, 24)
+    out.embedding.pow(2).sum().backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in tower.parameters())
+    with pytest.raises(ValueError, match="volumes"):
+        tower(torch.randn(2, 16, 32, 32))

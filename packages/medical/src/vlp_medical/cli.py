@@ -1,0 +1,12 @@
+"""The ``vlp-medical`` command: Lightning ``fit``/``validate``/``test``/``predict`` from YAML configs."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from vlp_core.cli import domain_cli
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Entry point of ``vlp-medical``."""
+    domain_cli("vlp-medical", commands={}, args=argv)

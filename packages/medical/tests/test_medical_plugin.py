@@ -1,0 +1,49 @@
+"""vlp-medical registers with core and its towers follow the common forward API."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from vlp_core.registry import PluginRegistry, Registry
+from vlp_core.towers import TowerOutput
+
+
+@pytest.fixture()
+def registry() -> PluginRegistry:
+    return PluginRegistry(*(Registry(k) for k in ("tower", "loss", "dataset", "transform", "demo")))
+
+
+def test_register_adds_namespaced_towers(registry: PluginRegistry) -> None:
+    from vlp_medical.plugin import register
+
+    register(registry)
+    names = registry.towers.list()
+    assert names and all(n.startswith("medical/") for n in names)
+
+
+def test_version_is_installed_metadata() -> None:
+    import vlp_medical
+
+    assert vlp_medical.__version__ == "0.1.0"
+
+
+def test_cli_help_lists_lightning_commands(capsys: pytest.CaptureFixture[str]) -> None:
+    from vlp_medical.cli import main
+
+    main(["--help"])
+    out = capsys.readouterr().out
+    assert "vlp-medical" in out and "fit" in out
+
+
+def test_cxr_tower_takes_single_channel_and_backpropagates(registry: PluginRegistry) -> None:
+    from vlp_medical.plugin import register
+
+    register(registry)
+    tower = registry.towers.build("medical/cxr_vit_tiny", embed_dim=32, img_size=32)
+    out = tower(torch.randn(2, 1, 32, 32))
+    assert isinstance(out, TowerOutput) and out.embedding.shape == (2, 32) and out.tokens.shape == (2, 4, 32)
+    (out.embedding.sum() + out.tokens.sum()).backward()
+    assert all(p.grad is not None for p in tower.parameters() if p.requires_grad)
+    with pytest.raises(RuntimeError):
+        tower(torch.randn(2, 3, 32, 32))  # RGB into a grey tower is an error, not silently reinterpreted

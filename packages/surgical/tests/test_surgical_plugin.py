@@ -1,0 +1,53 @@
+"""vlp-surgical registers with core and its towers follow the common forward API."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from vlp_core.registry import PluginRegistry, Registry
+from vlp_core.towers import TowerOutput
+
+
+@pytest.fixture()
+def registry() -> PluginRegistry:
+    return PluginRegistry(*(Registry(k) for k in ("tower", "loss", "dataset", "transform", "demo")))
+
+
+def test_register_adds_namespaced_towers(registry: PluginRegistry) -> None:
+    from vlp_surgical.plugin import register
+
+    register(registry)
+    names = registry.towers.list()
+    assert names and all(n.startswith("surgical/") for n in names)
+
+
+def test_version_is_installed_metadata() -> None:
+    import vlp_surgical
+
+    assert vlp_surgical.__version__ == "0.1.0"
+
+
+def test_cli_help_lists_lightning_commands(capsys: pytest.CaptureFixture[str]) -> None:
+    from vlp_surgical.cli import main
+
+    main(["--help"])
+    out = capsys.readouterr().out
+    assert "vlp-surgical" in out and "fit" in out
+
+
+def test_frame_tower_pools_over_time(registry: PluginRegistry) -> None:
+    from vlp_surgical.plugin import register
+
+    register(registry)
+    tower = registry.towers.build("surgical/frame_resnet18", embed_dim=16).eval()
+    video = torch.randn(2, 3, 3, 32, 32)
+    out = tower(video)
+    assert out.embedding.shape == (2, 16) and out.tokens.shape == (2, 3, 16)
+    torch.testing.assert_close(out.embedding, out.tokens.mean(1))
+    # Each frame is encoded independently: frame 0 of the output depends only on frame 0 of the input.
+    video2 = video.clone()
+    video2[:, 1:] = 0
+    torch.testing.assert_close(tower(video2).tokens[:, 0], out.tokens[:, 0])
+    with pytest.raises(ValueError, match="video"):
+        tower(torch.randn(2, 3, 32, 32))
