@@ -6,7 +6,6 @@ import pytest
 import torch
 
 from vlp_core.registry import PluginRegistry, Registry
-from vlp_core.towers import TowerOutput
 
 
 @pytest.fixture()

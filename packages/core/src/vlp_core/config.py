@@ -47,9 +47,8 @@ class Configurable:
                 for name, param in sig.parameters.items():
                     if param.kind is inspect.Parameter.VAR_KEYWORD:
                         extra = arguments.pop(name, {})
-                    elif param.kind is inspect.Parameter.VAR_POSITIONAL:
-                        if arguments.pop(name, ()):
-                            raise ConfigError(f"{cls.__name__}: positional *args cannot be recorded in a config")
+                    elif param.kind is inspect.Parameter.VAR_POSITIONAL and arguments.pop(name, ()):
+                        raise ConfigError(f"{cls.__name__}: positional *args cannot be recorded in a config")
                 arguments.update(extra)
             try:
                 init(self, *args, **kw)

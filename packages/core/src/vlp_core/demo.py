@@ -140,7 +140,9 @@ def run_demos(
         result = fn(ctx)
         result.seconds = time.perf_counter() - t0
         if result.primary not in result.metrics:
-            raise KeyError(f"demo {name!r} reported primary metric {result.primary!r} but metrics {sorted(result.metrics)}")
+            raise KeyError(
+                f"demo {name!r} reported primary metric {result.primary!r} but metrics {sorted(result.metrics)}"
+            )
         results.append(result)
         echo(f"[{name}] {result.primary} = {result.metrics[result.primary]:.4f} in {result.seconds:.1f} s")
     total = time.perf_counter() - start

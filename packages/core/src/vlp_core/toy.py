@@ -13,7 +13,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-__all__ = ["COLOURS", "SHAPES", "ShapesDataset", "render_shape", "run_core_demo"]
+from vlp_core.training.datamodule import PairedDataModule
+
+__all__ = ["COLOURS", "SHAPES", "ShapesDataModule", "ShapesDataset", "render_shape", "run_core_demo"]
 
 COLOURS = {"red": (1.0, 0.1, 0.1), "green": (0.1, 0.9, 0.1), "blue": (0.1, 0.2, 1.0)}
 SHAPES = ("circle", "square", "triangle")
@@ -64,6 +66,30 @@ class ShapesDataset(Dataset):
         return {"image": torch.from_numpy(self.images[i]), "text": self.texts[i], "label": int(self.labels[i])}
 
 
+class ShapesDataModule(PairedDataModule):
+    """Shapes as a LightningDataModule, so ``vlp``'s CLI machinery can be exercised from YAML.
+
+    Args:
+        n_train: training images.
+        n_val: validation images (a different seed).
+        size: image side in pixels.
+        batch_size: per-device batch size.
+        seed: data and shuffling seed.
+    """
+
+    def __init__(
+        self, n_train: int = 256, n_val: int = 64, size: int = 32, batch_size: int = 32, seed: int = 0
+    ) -> None:
+        super().__init__(batch_size=batch_size, seed=seed)
+        self.n_train, self.n_val, self.size = n_train, n_val, size
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_set is None:
+            self.train_set = ShapesDataset(self.n_train, self.size, seed=self.seed)
+            self.val_set = ShapesDataset(self.n_val, self.size, seed=self.seed + 10_000)
+            self.test_set = self.val_set
+
+
 def run_core_demo(ctx):  # noqa: ANN001 - DemoContext, imported lazily to keep this module light
     """Pretrain a small CNN against the frozen packaged MiniLM on shapes, then zero-shot classify held-out images."""
     import lightning as L
@@ -79,7 +105,7 @@ def run_core_demo(ctx):  # noqa: ANN001 - DemoContext, imported lazily to keep t
     from vlp_core.training import LossTerm, PairedDataModule, Pretrainer
 
     L.seed_everything(ctx.seed, workers=True, verbose=False)
-    n_train, steps = (1024, 150) if ctx.scale == "small" else (8192, 1500)
+    n_train, steps = (512, 60) if ctx.scale == "small" else (8192, 1500)
     train, test = ShapesDataset(n_train, seed=ctx.seed), ShapesDataset(270, seed=ctx.seed + 1)
     model = Pretrainer(
         {"image": ImageTower("resnet10t", embed_dim=128), "text": TextTower(embed_dim=128)},

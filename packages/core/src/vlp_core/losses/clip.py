@@ -29,7 +29,9 @@ class _ScaledContrastiveLoss(Configurable, nn.Module):
     ) -> None:
         super().__init__()
         if init_logit_scale <= 0 or max_logit_scale < 1:
-            raise ValueError(f"need init_logit_scale > 0 and max_logit_scale >= 1, got {init_logit_scale}, {max_logit_scale}")
+            raise ValueError(
+                f"need init_logit_scale > 0 and max_logit_scale >= 1, got {init_logit_scale}, {max_logit_scale}"
+            )
         if chunk_size is not None and chunk_size < 1:
             raise ValueError(f"chunk_size must be a positive int or None, got {chunk_size}")
         self.logit_scale = nn.Parameter(torch.full((1,), math.log(init_logit_scale)), requires_grad=learn_logit_scale)
@@ -57,7 +59,9 @@ class _ScaledContrastiveLoss(Configurable, nn.Module):
     @staticmethod
     def _check_pair(a: Tensor, b: Tensor) -> None:
         if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[1]:
-            raise ValueError(f"expected features [B, D] and [M, D] with equal D, got {tuple(a.shape)} and {tuple(b.shape)}")
+            raise ValueError(
+                f"expected features [B, D] and [M, D] with equal D, got {tuple(a.shape)} and {tuple(b.shape)}"
+            )
 
 
 class ClipLoss(_ScaledContrastiveLoss):

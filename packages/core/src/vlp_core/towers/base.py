@@ -87,4 +87,3 @@ def masked_mean(x: Tensor, mask: Tensor | None) -> Tensor:
         return x.mean(1)
     m = mask.to(x.dtype).unsqueeze(-1)
     return (x * m).sum(1) / m.sum(1).clamp_min(1.0)
-

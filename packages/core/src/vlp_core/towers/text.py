@@ -172,6 +172,7 @@ class TextTower(Tower):
             ``pooled [B, H]``, ``hidden [B, L, H]`` (``None`` when served from a pooled-only cache),
             ``input_ids [B, L]``, ``attention_mask [B, L]``.
         """
+        _check_texts(texts)
         if not self.cache_embeddings:
             return self._run_encoder(texts)
         missing = [t for t in dict.fromkeys(texts) if self._key(t) not in self._cache]

@@ -48,7 +48,9 @@ class LossTerm(Configurable, nn.Module):
             return batch[field]
         tower, _, attr = key.partition(".")
         if tower not in outputs:
-            raise KeyError(f"loss term {self.name!r} needs tower {tower!r}; towers run on this batch: {sorted(outputs)}")
+            raise KeyError(
+                f"loss term {self.name!r} needs tower {tower!r}; towers run on this batch: {sorted(outputs)}"
+            )
         out = outputs[tower]
         if not attr:
             return out.embedding

@@ -1,0 +1,108 @@
+"""Towers: offline MiniLM text tower, embedding cache, partial unfreezing, timm image tower, weight files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from vlp_core.towers import ImageTower, TextTower, TowerOutput, default_text_model_path
+
+
+@pytest.fixture(scope="module")
+def frozen() -> TextTower:
+    torch.manual_seed(0)
+    return TextTower(embed_dim=32)
+
+
+def test_default_text_tower_is_real_minilm_and_semantic(frozen: TextTower) -> None:
+    assert (default_text_model_path() / "config.json").is_file()
+    assert frozen.hidden_size == 384
+    pooled, *_ = frozen.encode_hidden(["atrial fibrillation", "irregular rhythm without p waves", "a red bicycle"])
+    sim = torch.nn.functional.cosine_similarity(pooled[0:1], pooled[1:])
+    assert sim[0] > sim[1]  # pretrained weights, not random: related clinical phrases are closer
+
+
+def test_frozen_cache_returns_what_the_encoder_computes(frozen: TextTower) -> None:
+    frozen.clear_cache()
+    texts = ["sinus rhythm.", "left bundle branch block.", "sinus rhythm."]
+    cached = frozen(texts)
+    assert frozen.cache_size == 2
+    frozen.cache_embeddings = False
+    try:
+        direct = frozen(texts)
+    finally:
+        frozen.cache_embeddings = True
+    torch.testing.assert_close(cached.embedding, direct.embedding, rtol=1e-5, atol=1e-5)
+    assert torch.equal(cached.extras["input_ids"], direct.extras["input_ids"])
+    # Only the projection head trains.
+    assert {n for n, p in frozen.named_parameters() if p.requires_grad} == {"proj.net.weight", "proj.net.bias"}
+    cached.embedding.sum().backward()
+    assert frozen.proj.net.weight.grad is not None
+
+
+def test_unfreeze_last_layers_and_tokens() -> None:
+    tower = TextTower(embed_dim=16, unfreeze_last_n=1, pooling="cls")
+    trainable = {
+        n.split(".")[3] for n, p in tower.named_parameters() if p.requires_grad and n.startswith("encoder.encoder")
+    }
+    assert trainable == {"5"}  # only the last of six blocks
+    assert not tower.cache_embeddings  # a trainable encoder must not be cached
+    out = tower(["normal ecg", "st elevation in leads v1 to v3"])
+    assert isinstance(out, TowerOutput) and out.tokens.shape[0] == 2 and out.tokens.shape[-1] == 16
+    assert out.mask.dtype == torch.bool and out.mask[0].sum() < out.mask[1].sum()
+    with pytest.raises(ValueError, match="blocks"):
+        TextTower(unfreeze_last_n=7)
+
+
+def test_text_tower_bad_input(frozen: TextTower) -> None:
+    with pytest.raises(ValueError, match="empty"):
+        frozen(["fine", "   "])
+    with pytest.raises(TypeError, match="list of strings"):
+        frozen("just a string")
+    with pytest.raises(FileNotFoundError, match="never downloads"):
+        TextTower("sentence-transformers/all-mpnet-base-v2")
+
+
+def test_image_tower_tokens_and_local_weights(tmp_path: Path) -> None:
+    from safetensors.torch import save_file
+
+    torch.manual_seed(0)
+    vit = ImageTower("vit_tiny_patch16_224", embed_dim=24, img_size=32)
+    out = vit(torch.randn(2, 3, 32, 32))
+    assert out.embedding.shape == (2, 24) and out.tokens.shape == (2, 4, 24)  # prefix (CLS) token dropped
+    save_file({k: v.contiguous() for k, v in vit.backbone.state_dict().items()}, str(tmp_path / "w.safetensors"))
+    torch.manual_seed(1)
+    other = ImageTower(
+        "vit_tiny_patch16_224", embed_dim=24, img_size=32, pretrained_path=str(tmp_path / "w.safetensors")
+    )
+    for k, v in vit.backbone.state_dict().items():
+        torch.testing.assert_close(other.backbone.state_dict()[k], v)
+    with pytest.raises(ValueError, match="do not fit"):
+        ImageTower("resnet18", pretrained_path=str(tmp_path / "w.safetensors"))
+    with pytest.raises(KeyError, match="unknown timm model"):
+        ImageTower("not_a_model")
+    with pytest.raises(ValueError, match=r"\[B, C, H, W\]"):
+        vit(torch.randn(3, 32, 32))
+
+
+def test_pretrainer_with_custom_text_encoder_saves_its_assets(tmp_path: Path) -> None:
+    """A user-supplied local encoder travels with save_pretrained (no dependency on the original folder)."""
+    from vlp_core.losses import ClipLoss
+    from vlp_core.training import LossTerm, Pretrainer
+
+    src = tmp_path / "my_encoder"
+    base = TextTower(embed_dim=None, proj="none")
+    base.encoder.save_pretrained(str(src))
+    base.tokenizer.save_pretrained(str(src))
+    model = Pretrainer(
+        {"a": TextTower(str(src), embed_dim=8), "b": TextTower(embed_dim=8)},
+        [LossTerm("clip", ClipLoss(), inputs=("a", "b"))],
+    )
+    model.save_pretrained(tmp_path / "ckpt")
+    import shutil
+
+    shutil.rmtree(src)
+    loaded = Pretrainer.from_pretrained(tmp_path / "ckpt")
+    torch.testing.assert_close(loaded.encode("a", ["x y z"]).embedding, model.encode("a", ["x y z"]).embedding)

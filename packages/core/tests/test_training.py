@@ -1,0 +1,185 @@
+"""Pretrainer: learns, resumes exactly, shares as safetensors + JSON, optimiser conventions, bad input."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+from torch import Tensor, nn
+
+from vlp_core.losses import ClipLoss, SigLipLoss
+from vlp_core.towers import Tower, TowerOutput
+from vlp_core.training import LossTerm, PairedDataModule, Pretrainer, collate_paired, param_groups
+
+
+class BoringTower(Tower):
+    """Lightning-style "boring" tower: an MLP from a feature vector (tiny, deterministic, no dropout)."""
+
+    def __init__(self, in_dim: int = 8, embed_dim: int = 16, hidden: int = 32) -> None:
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Linear(in_dim, hidden), nn.LayerNorm(hidden), nn.GELU(), nn.Linear(hidden, embed_dim)
+        )
+        self.output_dim = embed_dim
+
+    def forward(self, x: Tensor) -> TowerOutput:
+        return TowerOutput(self.net(x))
+
+
+class PairDataset(torch.utils.data.Dataset):
+    """Paired vectors: b is a fixed random linear image of a plus noise."""
+
+    def __init__(self, n: int = 32, seed: int = 0) -> None:
+        g = torch.Generator().manual_seed(seed)
+        self.a = torch.randn(n, 8, generator=g)
+        self.b = self.a @ torch.randn(8, 8, generator=g) + 0.1 * torch.randn(n, 8, generator=g)
+
+    def __len__(self) -> int:
+        return len(self.a)
+
+    def __getitem__(self, i: int) -> dict:
+        return {"x": self.a[i], "y": self.b[i]}
+
+
+def _model(loss: nn.Module | None = None, **kw) -> Pretrainer:
+    torch.manual_seed(0)
+    return Pretrainer(
+        {"x": BoringTower(), "y": BoringTower()},
+        [LossTerm("clip", loss or ClipLoss(), inputs=("x", "y"))],
+        **{"lr": 5e-3, "weight_decay": 0.01, **kw},
+    )
+
+
+def _trainer(tmp_path: Path, max_steps: int, **kw) -> L.Trainer:
+    return L.Trainer(
+        max_steps=max_steps, accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
+        enable_model_summary=False, enable_checkpointing="callbacks" in kw, deterministic=True,
+        default_root_dir=tmp_path, **kw,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("loss", [ClipLoss, SigLipLoss])
+def test_overfits_one_batch(loss, tmp_path: Path) -> None:
+    """40 steps on one batch of 16 pairs: ClipLoss from ~log(16)=2.77 to < 0.1; SigLIP likewise to < 1."""
+    model = _model(loss())
+    batch = collate_paired([PairDataset(16)[i] for i in range(16)])
+    opt = model.configure_optimizers()["optimizer"]
+    first = model.compute_losses(batch)["loss"].item()
+    for _ in range(40):
+        opt.zero_grad()
+        model.compute_losses(batch)["loss"].backward()
+        opt.step()
+        model.clamp_parameters()
+    last = model.compute_losses(batch)["loss"].item()
+    bound = 0.1 if loss is ClipLoss else 1.0
+    assert last < bound < first, (first, last)
+
+
+def test_resume_is_identical_to_uninterrupted(tmp_path: Path) -> None:
+    """8 steps straight vs 4 steps, stop, resume from the .ckpt for 4 more: same weights and optimiser state."""
+    dm = lambda: PairedDataModule(batch_size=8, train_set=PairDataset(32), seed=3)  # noqa: E731
+
+    L.seed_everything(0)
+    straight = _model(warmup_steps=2, max_steps=8)
+    _trainer(tmp_path / "a", 8).fit(straight, dm())
+
+    L.seed_everything(0)
+    first = _model(warmup_steps=2, max_steps=8)
+    # The user flow: ModelCheckpoint writes during training; the run is stopped after 4 of its 8 steps.
+    saver = L.pytorch.callbacks.ModelCheckpoint(dirpath=tmp_path / "ckpt", every_n_train_steps=4, save_top_k=-1)
+    t1 = _trainer(tmp_path / "b", 4, callbacks=[saver])
+    t1.fit(first, dm())
+    ckpt = next((tmp_path / "ckpt").glob("*step=4.ckpt"))
+    del first, t1
+
+    L.seed_everything(123)  # a different process state must not matter
+    resumed = _model(warmup_steps=2, max_steps=8)
+    t2 = _trainer(tmp_path / "b", 8)
+    t2.fit(resumed, dm(), ckpt_path=ckpt)
+
+    assert t2.global_step == 8
+    for (k, v1), (_, v2) in zip(straight.state_dict().items(), resumed.state_dict().items()):
+        torch.testing.assert_close(v1, v2, rtol=0, atol=0, msg=k)
+    o1 = straight.trainer.optimizers[0].state_dict()["state"]
+    o2 = t2.optimizers[0].state_dict()["state"]
+    for idx in o1:
+        for key in ("exp_avg", "exp_avg_sq", "step"):
+            torch.testing.assert_close(o1[idx][key], o2[idx][key], rtol=0, atol=0)
+    # The checkpoint is plain data: it loads without unpickling code.
+    assert "state_dict" in torch.load(ckpt, weights_only=True)
+
+
+def test_save_and_load_pretrained_roundtrip(tmp_path: Path) -> None:
+    model = _model()
+    with torch.no_grad():
+        model.losses[0].loss.logit_scale.fill_(3.0)
+    model.save_pretrained(tmp_path / "m")
+    assert sorted(p.name for p in (tmp_path / "m").iterdir()) == ["config.json", "model.safetensors"]
+    loaded = Pretrainer.from_pretrained(tmp_path / "m")
+    x = torch.randn(4, 8)
+    torch.testing.assert_close(loaded.encode("x", x).embedding, model.encode("x", x).embedding)
+    assert loaded.losses[0].loss.logit_scale.item() == 3.0
+    assert loaded.lr == model.lr and loaded.weight_decay == model.weight_decay
+    with pytest.raises(FileNotFoundError, match="config.json"):
+        Pretrainer.from_pretrained(tmp_path)
+
+
+def test_weight_decay_groups_exclude_norms_biases_and_temperatures() -> None:
+    model = _model()
+    groups = param_groups(model.named_parameters(), lr=1.0, weight_decay=0.2, lr_multipliers={"towers.y": 0.1})
+    decayed = {n for g in groups if g["weight_decay"] > 0 for n in g["names"]}
+    free = {n for g in groups if g["weight_decay"] == 0 for n in g["names"]}
+    assert "losses.0.loss.logit_scale" in free
+    assert all(".bias" not in n for n in decayed) and "towers.x.net.1.weight" in free  # LayerNorm weight
+    assert decayed == {f"towers.{t}.net.{i}.weight" for t in "xy" for i in (0, 3)}
+    lrs = {n: g["lr"] for g in groups for n in g["names"]}
+    assert lrs["towers.y.net.0.weight"] == pytest.approx(0.1) and lrs["towers.x.net.0.weight"] == 1.0
+
+
+def test_temperature_is_clamped_after_each_step(tmp_path: Path) -> None:
+    model = _model(lr=10.0)  # a huge LR pushes the log-scale far past ln(100) in one step
+    with torch.no_grad():
+        model.losses[0].loss.logit_scale.fill_(math.log(99.0))
+    _trainer(tmp_path, 3).fit(model, PairedDataModule(batch_size=8, train_set=PairDataset(32)))
+    assert model.losses[0].loss.logit_scale.exp().item() <= 100.0 + 1e-4
+
+
+def test_logs_every_term_and_temperature(tmp_path: Path) -> None:
+    model = Pretrainer(
+        {"x": BoringTower(), "y": BoringTower()},
+        [LossTerm("clip", ClipLoss(), 1.0, ("x", "y")), LossTerm("sig", SigLipLoss(), 0.5, ("x", "y"))],
+    )
+    trainer = _trainer(tmp_path, 2)
+    trainer.fit(model, PairedDataModule(batch_size=8, train_set=PairDataset(32)))
+    keys = set(trainer.callback_metrics)
+    assert {"train/loss", "train/clip", "train/sig", "train/clip/logit_scale", "train/sig/logit_bias"} <= keys
+    logs = model.compute_losses(collate_paired([PairDataset(8)[i] for i in range(8)]))
+    torch.testing.assert_close(logs["loss"], logs["clip"] + 0.5 * logs["sig"])
+
+
+def test_bad_inputs_name_the_problem() -> None:
+    model = _model()
+    with pytest.raises(KeyError, match="unknown tower 'z'"):
+        model.encode("z", torch.randn(2, 8))
+    with pytest.raises(KeyError, match="needs tower 'y'"):
+        model.compute_losses({"x": torch.randn(4, 8)})
+    with pytest.raises(ValueError, match="NaN"):
+        model.compute_losses({"x": torch.full((4, 8), float("nan")), "y": torch.randn(4, 8)})
+    with pytest.raises(ValueError, match="unique"):
+        Pretrainer({"x": BoringTower()}, [LossTerm("a", ClipLoss()), LossTerm("a", ClipLoss())])
+    from vlp_core.registry import TOWERS
+
+    with pytest.raises(KeyError, match="unknown tower 'nope'"):
+        TOWERS.get("nope")
+
+
+def test_collate_pads_variable_length_and_keeps_strings() -> None:
+    out = collate_paired([{"ids": torch.tensor([1, 2, 3]), "t": "a"}, {"ids": torch.tensor([4]), "t": "b"}])
+    assert out["ids"].tolist() == [[1, 2, 3], [4, 0, 0]]
+    assert out["ids_mask"].tolist() == [[True, True, True], [True, False, False]]
+    assert out["t"] == ["a", "b"]
+    with pytest.raises(KeyError, match="sample 1"):
+        collate_paired([{"a": 1}, {"b": 2}])
