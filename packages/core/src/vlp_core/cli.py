@@ -178,3 +178,7 @@ def domain_cli(
         parser_kwargs={"prog": prog, "default_env": True},
         save_config_kwargs={"overwrite": True},
     )
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -10,3 +10,7 @@ from vlp_core.cli import domain_cli
 def main(argv: Sequence[str] | None = None) -> None:
     """Entry point of ``vlp-ct3d``."""
     domain_cli("vlp-ct3d", commands={}, args=argv)
+
+
+if __name__ == "__main__":
+    main()

@@ -10,3 +10,7 @@ from vlp_core.cli import domain_cli
 def main(argv: Sequence[str] | None = None) -> None:
     """Entry point of ``vlp-surgical``."""
     domain_cli("vlp-surgical", commands={}, args=argv)
+
+
+if __name__ == "__main__":
+    main()
