@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from vlp_core.registry import PluginRegistry, Registry
+from vlp_core.testing import TowerConformance
 
 
 @pytest.fixture()
@@ -46,3 +47,13 @@ def test_conv3d_tower_shapes_and_gradients(registry: PluginRegistry) -> None:
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in tower.parameters())
     with pytest.raises(ValueError, match="volumes"):
         tower(torch.randn(2, 16, 32, 32))
+
+
+class TestConv3dTowerConformance(TowerConformance):
+    def make_tower(self):
+        from vlp_ct3d.models import Conv3dTower
+
+        return Conv3dTower(widths=(4, 8), embed_dim=12)
+
+    def make_input(self, batch_size: int):
+        return torch.randn(batch_size, 1, 8, 16, 16, generator=torch.Generator().manual_seed(0))

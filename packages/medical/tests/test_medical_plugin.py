@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from vlp_core.registry import PluginRegistry, Registry
+from vlp_core.testing import TowerConformance
 from vlp_core.towers import TowerOutput
 
 
@@ -47,3 +48,13 @@ def test_cxr_tower_takes_single_channel_and_backpropagates(registry: PluginRegis
     assert all(p.grad is not None for p in tower.parameters() if p.requires_grad)
     with pytest.raises(RuntimeError):
         tower(torch.randn(2, 3, 32, 32))  # RGB into a grey tower is an error, not silently reinterpreted
+
+
+class TestCxrTowerConformance(TowerConformance):
+    def make_tower(self):
+        from vlp_medical.models import cxr_vit_tiny
+
+        return cxr_vit_tiny(embed_dim=16, img_size=32)
+
+    def make_input(self, batch_size: int):
+        return torch.randn(batch_size, 1, 32, 32, generator=torch.Generator().manual_seed(0))

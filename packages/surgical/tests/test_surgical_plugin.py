@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from vlp_core.registry import PluginRegistry, Registry
+from vlp_core.testing import TowerConformance
 
 
 @pytest.fixture()
@@ -50,3 +51,13 @@ def test_frame_tower_pools_over_time(registry: PluginRegistry) -> None:
     torch.testing.assert_close(tower(video2).tokens[:, 0], out.tokens[:, 0])
     with pytest.raises(ValueError, match="video"):
         tower(torch.randn(2, 3, 32, 32))
+
+
+class TestFrameTowerConformance(TowerConformance):
+    def make_tower(self):
+        from vlp_surgical.models import FrameAverageTower
+
+        return FrameAverageTower("resnet10t", embed_dim=16)
+
+    def make_input(self, batch_size: int):
+        return torch.randn(batch_size, 2, 3, 32, 32, generator=torch.Generator().manual_seed(0))

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from pathlib import Path
+from typing import Any
+
+import torch
 
 from vlp_core.data.sample_data import ENV_VAR, sample_data_dir, sample_data_root
 
-__all__ = ["require_sample_data"]
+__all__ = ["TowerConformance", "require_sample_data"]
 
 
 def require_sample_data(*parts: str) -> Path:
@@ -33,3 +37,73 @@ def require_sample_data(*parts: str) -> Path:
     else:
         reason = f"sample data entry {what!r} not found under {root}"
     pytest.skip(reason)
+
+
+class TowerConformance(ABC):
+    """Standard tests every tower should pass; subclass in a domain's tests (langchain "standard tests" pattern).
+
+    Subclasses define ``make_tower(self) -> Tower`` and ``make_input(self, batch_size: int) -> Any`` and inherit:
+    the common output type and shapes, gradients reaching every trainable parameter, finite outputs, a state-dict
+    round trip, determinism under a seed, and batch independence in eval mode.
+
+    Examples:
+        >>> class TestMyTower(TowerConformance):
+        ...     def make_tower(self):
+        ...         return MyTower(embed_dim=16)
+        ...     def make_input(self, batch_size):
+        ...         return torch.randn(batch_size, 3, 32, 32)
+    """
+
+    batch_size = 3
+
+    @abstractmethod
+    def make_tower(self) -> torch.nn.Module:
+        """Return the tower under test (called after seeding)."""
+
+    @abstractmethod
+    def make_input(self, batch_size: int) -> Any:
+        """Return a batch of ``batch_size`` inputs for the tower."""
+
+    def _seeded(self) -> torch.nn.Module:
+        torch.manual_seed(0)
+        return self.make_tower()
+
+    def test_output_type_and_shapes(self) -> None:
+        from vlp_core.towers import TowerOutput
+
+        tower = self._seeded().eval()
+        out = tower(self.make_input(self.batch_size))
+        assert isinstance(out, TowerOutput)
+        assert out.embedding.shape == (self.batch_size, tower.output_dim)
+        if out.tokens is not None:
+            assert out.tokens.shape[0] == self.batch_size and out.tokens.ndim == 3
+        assert torch.isfinite(out.embedding).all()
+
+    def test_every_trainable_parameter_gets_a_gradient(self) -> None:
+        tower = self._seeded().train()
+        out = tower(self.make_input(self.batch_size))
+        total = out.embedding.square().sum()
+        if out.tokens is not None:
+            total = total + out.tokens.square().sum()
+        total.backward()
+        missing = [n for n, p in tower.named_parameters() if p.requires_grad and p.grad is None]
+        assert not missing, f"parameters without gradient: {missing[:10]}"
+
+    def test_state_dict_round_trip(self) -> None:
+        a = self._seeded().eval()
+        torch.manual_seed(1)
+        b = self.make_tower().eval()
+        b.load_state_dict(a.state_dict())
+        x = self.make_input(self.batch_size)
+        torch.testing.assert_close(a(x).embedding, b(x).embedding)
+
+    def test_deterministic_under_seed(self) -> None:
+        x = self.make_input(self.batch_size)
+        torch.testing.assert_close(self._seeded().eval()(x).embedding, self._seeded().eval()(x).embedding)
+
+    def test_samples_are_independent_in_eval(self) -> None:
+        tower = self._seeded().eval()
+        x = self.make_input(self.batch_size)
+        full = tower(x).embedding
+        first = tower(x[:1] if not isinstance(x, list) else x[:1]).embedding
+        torch.testing.assert_close(first, full[:1], rtol=1e-4, atol=1e-5)
