@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from vlp_core.testing import TowerConformance
 from vlp_core.towers import ImageTower, TextTower, TowerOutput, default_text_model_path
 
 
@@ -106,3 +107,19 @@ def test_pretrainer_with_custom_text_encoder_saves_its_assets(tmp_path: Path) ->
     shutil.rmtree(src)
     loaded = Pretrainer.from_pretrained(tmp_path / "ckpt")
     torch.testing.assert_close(loaded.encode("a", ["x y z"]).embedding, model.encode("a", ["x y z"]).embedding)
+
+
+class TestImageTowerConformance(TowerConformance):
+    def make_tower(self):
+        return ImageTower("vit_tiny_patch16_224", embed_dim=16, img_size=32)
+
+    def make_input(self, batch_size: int):
+        return torch.randn(batch_size, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+
+
+class TestTextTowerConformance(TowerConformance):
+    def make_tower(self):
+        return TextTower(embed_dim=16, unfreeze_last_n=1, cache_embeddings=False)
+
+    def make_input(self, batch_size: int):
+        return ["sinus rhythm", "atrial fibrillation with rapid ventricular response", "normal ecg"][:batch_size]
