@@ -41,6 +41,19 @@ def _resolve_model_path(model_path: str | os.PathLike | None) -> Path:
     return path
 
 
+def _quiet_load(auto_cls: Any, path: Path) -> nn.Module:
+    """``from_pretrained`` without transformers' per-load weight progress bar (loading is instant offline)."""
+    from transformers.utils import logging as hf_logging
+
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        return auto_cls.from_pretrained(str(path), local_files_only=True)
+    finally:
+        if was_enabled:
+            hf_logging.enable_progress_bar()
+
+
 def _layer_list(model: nn.Module) -> nn.ModuleList | None:
     """The encoder's stack of transformer blocks (the longest ModuleList), for partial unfreezing."""
     best: nn.ModuleList | None = None
@@ -95,7 +108,7 @@ class TextTower(Tower):
         path = _resolve_model_path(model_path)
         self._model_path = model_path
         self.tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
-        self.encoder = AutoModel.from_pretrained(str(path), local_files_only=True)
+        self.encoder = _quiet_load(AutoModel, path)
         self.hidden_size = int(self.encoder.config.hidden_size)
         self.pooling, self.max_length = pooling, max_length
         self.output_dim = self.hidden_size if embed_dim is None else int(embed_dim)
