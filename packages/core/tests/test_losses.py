@@ -205,3 +205,33 @@ def test_aligned_pairs_score_lower_than_shuffled() -> None:
         aligned = loss(a.detach(), b)["loss"]
         shuffled = loss(a.detach(), b[torch.randperm(16, generator=torch.Generator().manual_seed(0))])["loss"]
         assert aligned < shuffled
+
+
+def test_multi_positive_emulated_ranks_equal_block_diagonal_full_batch() -> None:
+    """Two captions per anchor (weights 2:1), 2 ranks: the mean rank loss equals the global block-diagonal loss."""
+    world, n = 2, 3
+    a, _ = _features(n=world * n, d=5, seed=21)
+    g = torch.Generator().manual_seed(22)
+    b = F.normalize(torch.randn(world * 2 * n, 5, generator=g, dtype=torch.float64), dim=-1).requires_grad_()
+    local_pos = torch.zeros(n, 2 * n, dtype=torch.float64)
+    for i in range(n):
+        local_pos[i, 2 * i], local_pos[i, 2 * i + 1] = 2.0, 1.0
+    full_pos = torch.block_diag(*[local_pos] * world)
+    make = lambda: MultiPositiveClipLoss(normalize_inputs=False)  # noqa: E731
+    full = make().double()(a, b, full_pos)["loss"]
+    fa, fb = torch.autograd.grad(full, (a, b))
+
+    a_parts = [a[r * n : (r + 1) * n] for r in range(world)]
+    b_parts = [b[r * 2 * n : (r + 1) * 2 * n] for r in range(world)]
+    losses = []
+    for r in range(world):
+        loss = make().double()
+        loss.rank, loss.world_size = r, world
+        parts = {id(a_parts[r]): a_parts, id(b_parts[r]): b_parts}
+        loss.gather_fn = lambda x, parts=parts: parts.get(id(x), [x] * world)  # counts are equal on both ranks
+        losses.append(loss(a_parts[r], b_parts[r], local_pos)["loss"])
+    emulated = torch.stack(losses).mean()
+    ea, eb = torch.autograd.grad(emulated, (a, b))
+    torch.testing.assert_close(emulated, full)
+    torch.testing.assert_close(ea, fa)
+    torch.testing.assert_close(eb, fb)
