@@ -8,7 +8,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from vlp_core.losses import ClipLoss, MultiPositiveClipLoss, SigLipLoss, chunked_cross_entropy, chunked_sigmoid_loss
+from vlp_core.losses import (
+    ClipLoss,
+    MultiPositiveClipLoss,
+    SigLipLoss,
+    chunked_cross_entropy,
+    chunked_sigmoid_loss,
+    chunked_symmetric_cross_entropy,
+)
 
 open_clip_loss = pytest.importorskip("open_clip.loss", reason="open-clip-torch is a test-only dependency (dev group)")
 
@@ -91,6 +98,14 @@ def test_chunked_kernels_equal_dense(chunk: int) -> None:
     torch.testing.assert_close(ours, dense)
     for x, y in zip(torch.autograd.grad(ours, (q, k, s)), torch.autograd.grad(dense, (q, k, s))):
         torch.testing.assert_close(x, y)
+    k_sq = k[:10]
+    dense_sym = 0.5 * (
+        F.cross_entropy(s * q @ k_sq.T, torch.arange(10)) + F.cross_entropy(s * k_sq @ q.T, torch.arange(10))
+    )
+    ours = chunked_symmetric_cross_entropy(q, k_sq, s, chunk)
+    torch.testing.assert_close(ours, dense_sym)
+    for x, y in zip(torch.autograd.grad(ours, (q, k, s)), torch.autograd.grad(dense_sym, (q, k, s))):
+        torch.testing.assert_close(x, y)
     labels = -torch.ones(10, 13, dtype=torch.float64)
     labels[torch.arange(10), torch.arange(10) + 2] = 1
     dense = -F.logsigmoid(labels * (s * q @ k.T + bias)).sum() / 10
@@ -105,10 +120,11 @@ def test_chunked_kernels_equal_dense(chunk: int) -> None:
     [
         lambda: ClipLoss(),
         lambda: ClipLoss(chunk_size=3),
+        lambda: ClipLoss(chunk_size=3, local_loss=False),
         lambda: SigLipLoss(),
         lambda: SigLipLoss(chunk_size=3),
     ],
-    ids=["clip", "clip-chunked", "siglip", "siglip-chunked"],
+    ids=["clip", "clip-chunked", "clip-chunked-global", "siglip", "siglip-chunked"],
 )
 def test_gradcheck_pair_losses(make) -> None:
     loss = make().double()

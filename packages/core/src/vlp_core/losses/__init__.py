@@ -8,7 +8,12 @@ from __future__ import annotations
 
 from vlp_core.losses.clip import ClipLoss, MultiPositiveClipLoss, SigLipLoss
 from vlp_core.losses.distributed import dist_info, gather_features
-from vlp_core.losses.functional import chunked_cross_entropy, chunked_sigmoid_loss, normalize
+from vlp_core.losses.functional import (
+    chunked_cross_entropy,
+    chunked_sigmoid_loss,
+    chunked_symmetric_cross_entropy,
+    normalize,
+)
 
 __all__ = [
     "ClipLoss",
@@ -16,6 +21,7 @@ __all__ = [
     "SigLipLoss",
     "chunked_cross_entropy",
     "chunked_sigmoid_loss",
+    "chunked_symmetric_cross_entropy",
     "dist_info",
     "gather_features",
     "normalize",

@@ -10,7 +10,12 @@ from torch import Tensor, nn
 
 from vlp_core.config import Configurable
 from vlp_core.losses.distributed import GatherFn, dist_info, gather_features
-from vlp_core.losses.functional import chunked_cross_entropy, chunked_sigmoid_loss, normalize
+from vlp_core.losses.functional import (
+    chunked_cross_entropy,
+    chunked_sigmoid_loss,
+    chunked_symmetric_cross_entropy,
+    normalize,
+)
 
 __all__ = ["ClipLoss", "MultiPositiveClipLoss", "SigLipLoss"]
 
@@ -123,6 +128,12 @@ class ClipLoss(_ScaledContrastiveLoss):
             all_a, all_b, qa, qb = a, b, a, b
             targets = torch.arange(n, device=a.device)
 
+        if self.chunk_size is not None and qa is all_a and qb is all_b:
+            # Square block (single process or global loss): one pass serves both directions.
+            return {
+                "loss": chunked_symmetric_cross_entropy(all_a, all_b, scale, self.chunk_size),
+                "logit_scale": scale.detach().squeeze(),
+            }
         if self.chunk_size is not None:
             loss_ab = chunked_cross_entropy(qa, all_b, scale, targets, self.chunk_size)
             loss_ba = chunked_cross_entropy(qb, all_a, scale, targets, self.chunk_size)
