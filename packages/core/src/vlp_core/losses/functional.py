@@ -54,7 +54,7 @@ class _ChunkedCE(torch.autograd.Function):
             if gq is not None:
                 gq[s : s + chunk] = g @ k
             if gk is not None:
-                gk += g.T @ qc
+                gk.addmm_(g.T, qc)
         return gq, gk, gs, None, None
 
 
@@ -114,7 +114,7 @@ class _ChunkedSymmetricCE(torch.autograd.Function):
             if ga is not None:
                 ga[s : s + chunk] = g @ b
             if gb is not None:
-                gb += g.T @ ac
+                gb.addmm_(g.T, ac)
         return ga, gb, gs, None
 
 
@@ -171,7 +171,7 @@ class _ChunkedSigmoid(torch.autograd.Function):
             if gq is not None:
                 gq[s : s + chunk] = g @ k
             if gk is not None:
-                gk += g.T @ qc
+                gk.addmm_(g.T, qc)
         return gq, gk, gs, gb, None, None
 
 

@@ -53,6 +53,9 @@ class Pretrainer(L.LightningModule):
         min_lr_ratio: final LR as a fraction of ``lr``.
         gradient_checkpointing: enable activation checkpointing in every tower that supports it.
         lr_multipliers: per-prefix LR factors, e.g. ``{"towers.text": 0.1}``.
+        check_finite_every: check every loss term for NaN/Inf every this many training steps (and on every
+            evaluation step), raising an error that names the term. Each check is a host sync on accelerators,
+            hence not every step by default; 0 disables it.
     """
 
     def __init__(
@@ -68,6 +71,7 @@ class Pretrainer(L.LightningModule):
         min_lr_ratio: float = 0.0,
         gradient_checkpointing: bool = False,
         lr_multipliers: dict[str, float] | None = None,
+        check_finite_every: int = 25,
     ) -> None:
         super().__init__()
         if not towers:
@@ -83,6 +87,7 @@ class Pretrainer(L.LightningModule):
         self.warmup_steps, self.max_steps, self.min_lr_ratio = warmup_steps, max_steps, min_lr_ratio
         self.lr_multipliers = dict(lr_multipliers or {})
         self.gradient_checkpointing = gradient_checkpointing
+        self.check_finite_every = check_finite_every
         if gradient_checkpointing:
             for tower in self.towers.values():
                 if hasattr(tower, "set_gradient_checkpointing"):
@@ -104,15 +109,20 @@ class Pretrainer(L.LightningModule):
             raise KeyError(f"batch has none of the towers' inputs; towers {sorted(self.towers)}, batch {sorted(batch)}")
         return outputs
 
-    def compute_losses(self, batch: Mapping[str, Any]) -> dict[str, Tensor]:
-        """Total loss under ``"loss"`` plus every term and its logged scalars (``"<term>"``, ``"<term>/<key>"``)."""
+    def compute_losses(self, batch: Mapping[str, Any], check_finite: bool = True) -> dict[str, Tensor]:
+        """Total loss under ``"loss"`` plus every term and its logged scalars (``"<term>"``, ``"<term>/<key>"``).
+
+        Args:
+            batch: inputs keyed by tower name plus whatever the loss terms read.
+            check_finite: raise ``FloatingPointError`` naming the first non-finite term.
+        """
         outputs = self(batch)
         logs: dict[str, Tensor] = {}
         total: Tensor | None = None
         for term in self.losses:
             result = term(outputs, batch)
             value = result["loss"]
-            if not torch.isfinite(value):
+            if check_finite and not torch.isfinite(value):
                 raise FloatingPointError(f"loss term {term.name!r} is {value.item()}; check inputs and learning rate")
             logs[term.name] = value.detach()
             for key, extra in result.items():
@@ -125,7 +135,9 @@ class Pretrainer(L.LightningModule):
         return logs
 
     def _step(self, batch: Mapping[str, Any], stage: str) -> Tensor:
-        logs = self.compute_losses(batch)
+        every = self.check_finite_every
+        check = stage != "train" or (every > 0 and self.global_step % every == 0)
+        logs = self.compute_losses(batch, check_finite=check)
         bs = _batch_size(batch)
         self.log(f"{stage}/loss", logs["loss"].detach(), prog_bar=True, batch_size=bs, sync_dist=stage != "train")
         for key, value in logs.items():
