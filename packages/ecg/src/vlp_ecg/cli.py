@@ -1,0 +1,250 @@
+"""``vlp-ecg``: ``fit``/``validate``/``test`` (LightningCLI via core's ``domain_cli``) plus ``prepare``, ``zeroshot``,
+``probe``, ``plot`` and ``demo``."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+__all__ = ["demo", "main", "plot", "prepare", "probe", "zeroshot"]
+
+
+def prepare(
+    dataset: str,
+    root: str,
+    out: str,
+    sampling_rate: int = 100,
+    target_fs: float = 100.0,
+    duration: float = 10.0,
+    expected_fs: float | None = None,
+    labels: str = "superclass",
+    text: str = "report",
+    bandpass: tuple[float, float] | None = None,
+    notch: float | None = None,
+    missing: str = "error",
+    skip_bad: bool = False,
+    dtype: str = "float32",
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Decode a dataset once into a memory-mapped store for training.
+
+    Args:
+        dataset: ptbxl, mimic, ptbdb or manifest.
+        root: dataset folder (manifest file for manifest).
+        out: output store folder.
+        sampling_rate: PTB-XL records100 or records500.
+        target_fs: stored rate (Hz).
+        duration: stored length (s).
+        expected_fs: reject records at another rate.
+        labels: PTB-XL label level.
+        text: PTB-XL text source (report or statements).
+        bandpass: optional (low, high) Hz band-pass.
+        notch: optional mains notch (Hz).
+        missing: error or zero (zero-fill absent leads with a lead mask).
+        skip_bad: skip and count bad records instead of stopping.
+        dtype: float32 or float16.
+        progress: progress bar.
+    """
+    from vlp_ecg.datasets import LoadConfig, index_dataset, prepare_store
+
+    kwargs = {"sampling_rate": sampling_rate, "labels": labels, "text": text} if dataset == "ptbxl" else {}
+    index = index_dataset(dataset, root, **kwargs)
+    cfg = LoadConfig(target_fs=target_fs, duration=duration, expected_fs=expected_fs,
+                     bandpass=tuple(bandpass) if bandpass else None, notch=notch, missing=missing)  # fmt: skip
+    meta = prepare_store(index, out, cfg, skip_bad=skip_bad, dtype=dtype, progress=progress)
+    print(f"prepared {meta['n']} records into {out}; skipped {meta['skipped']['n_skipped']} "
+          f"({meta['skipped']['by_type']})")  # fmt: skip
+    return meta
+
+
+def _eval_sets(
+    model: Any, dataset: str, root: str | None, store: str | None, labels: str, sampling_rate: int,
+    duration: float, text: str, skip_bad: bool, splits: Sequence[str],
+) -> tuple[list[Any], dict[str, str]]:  # fmt: skip
+    from vlp_ecg.datasets import ECGStore, ECGTextDataset, LoadConfig, index_dataset, load_scp_statements
+
+    fs = float(getattr(model.towers["ecg"], "fs", 100.0))
+    descriptions: dict[str, str] = {}
+    if store is not None:
+        source: Any = ECGStore(store)
+        if abs(source.fs - fs) > 1e-6:
+            raise ValueError(f"store {store} is at {source.fs:g} Hz but the model expects {fs:g} Hz")
+    else:
+        if root is None:
+            raise ValueError("give --root (dataset folder) or --store (prepared store)")
+        kwargs = {"sampling_rate": sampling_rate, "labels": labels, "text": text} if dataset == "ptbxl" else {}
+        source = index_dataset(dataset, root, **kwargs)
+        if dataset == "ptbxl":
+            descriptions = load_scp_statements(root)["description"].astype(str).to_dict()
+    cfg = LoadConfig(target_fs=fs, duration=duration)
+    sets = [ECGTextDataset(source, s, cfg=cfg, skip_bad=skip_bad) for s in splits]
+    return sets, descriptions
+
+
+def zeroshot(
+    ckpt: str | None = None,
+    dataset: str = "ptbxl",
+    root: str | None = None,
+    store: str | None = None,
+    labels: str = "superclass",
+    split: str = "test",
+    classes: list[str] | None = None,
+    sampling_rate: int = 100,
+    duration: float = 10.0,
+    text: str = "report",
+    n_boot: int = 1000,
+    min_positives: int = 10,
+    skip_bad: bool = False,
+    out: str = "zeroshot_results",
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Zero-shot multi-label classification: per-class and macro AUROC with bootstrap CIs (table + CSV/JSON).
+
+    Args:
+        ckpt: save_pretrained folder or Lightning .ckpt (required).
+        dataset: ptbxl, mimic, ptbdb or manifest.
+        root: dataset folder.
+        store: prepared store (instead of root).
+        labels: PTB-XL label level: superclass, subclass, form, rhythm, diagnostic or all.
+        split: evaluated split (test = strat_fold 10 for PTB-XL).
+        classes: subset of classes (default: all with a positive).
+        sampling_rate: PTB-XL records100/records500.
+        duration: input length (s).
+        text: PTB-XL text source.
+        n_boot: bootstrap replicates.
+        min_positives: flag classes with fewer positives.
+        skip_bad: skip and count bad records.
+        out: output folder for zeroshot.csv/json.
+        seed: bootstrap seed.
+    """
+    from vlp_ecg.eval import class_prompts, format_table, write_results, zeroshot_evaluate
+    from vlp_ecg.models import load_model
+
+    model = load_model(_require_ckpt(ckpt))
+    (ds,), desc = _eval_sets(model, dataset, root, store, labels, sampling_rate, duration, text, skip_bad, [split])
+    cls = classes or [c for c in ds.classes if ds.labels[:, ds.classes.index(c)].sum() > 0]
+    res = zeroshot_evaluate(model, ds, cls, prompts=class_prompts(cls, desc), n_boot=n_boot,
+                            min_positives=min_positives, seed=seed, progress=True)  # fmt: skip
+    res["skipped"] = ds.policy.report()
+    print(format_table(res))
+    paths = write_results(res, out, "zeroshot")
+    print(f"wrote {', '.join(map(str, paths))}")
+    return res
+
+
+def probe(
+    ckpt: str | None = None,
+    dataset: str = "ptbxl",
+    root: str | None = None,
+    store: str | None = None,
+    labels: str = "superclass",
+    fractions: list[float] = [0.01, 0.1, 1.0],  # noqa: B006 - jsonargparse needs a literal default
+    seeds: list[int] = [0, 1, 2],  # noqa: B006
+    sampling_rate: int = 100,
+    duration: float = 10.0,
+    text: str = "report",
+    skip_bad: bool = False,
+    out: str = "probe_results",
+) -> Any:
+    """Linear probe on frozen ECG embeddings at several training fractions; selection on the validation split only.
+
+    Args:
+        ckpt: save_pretrained folder or Lightning .ckpt (required).
+        dataset: ptbxl, mimic, ptbdb or manifest.
+        root: dataset folder.
+        store: prepared store (instead of root).
+        labels: PTB-XL label level.
+        fractions: training fractions.
+        seeds: subset seeds.
+        sampling_rate: PTB-XL records100/records500.
+        duration: input length (s).
+        text: PTB-XL text source.
+        skip_bad: skip and count bad records.
+        out: output folder for probe.csv/json.
+    """
+    from vlp_ecg.eval import probe_evaluate, write_results
+    from vlp_ecg.models import load_model
+
+    model = load_model(_require_ckpt(ckpt))
+    sets, _ = _eval_sets(model, dataset, root, store, labels, sampling_rate, duration, text, skip_bad,
+                         ["train", "val", "test"])  # fmt: skip
+    table = probe_evaluate(model, *sets, fractions=fractions, seeds=seeds, progress=True)
+    print(table[["fraction", "metric", "summary", "n_train"]].to_markdown(index=False)
+          if _has_tabulate() else table[["fraction", "metric", "summary", "n_train"]].to_string(index=False))  # fmt: skip
+    paths = write_results(table.drop(columns=[c for c in ("values", "weight_decays") if c in table.columns]),
+                          out, "probe")  # fmt: skip
+    print(f"wrote {', '.join(map(str, paths))}")
+    return table
+
+
+def _require_ckpt(ckpt: str | None) -> str:
+    if not ckpt:
+        raise SystemExit("vlp-ecg: --ckpt is required (a save_pretrained folder or a Lightning .ckpt)")
+    return ckpt
+
+
+def _has_tabulate() -> bool:
+    try:
+        import tabulate  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def plot(record: str, out: str | None = None, report: str | None = None) -> str:
+    """Plot a WFDB record as a standard 3x4 12-lead ECG with its report (default: header comments) to a PNG.
+
+    Args:
+        record: record path (with or without .hea).
+        out: PNG path (default: <record>.png in the current folder).
+        report: report text to print on the figure.
+    """
+    from vlp_ecg.plot import plot_record
+
+    target = out or f"{Path(record).name.removesuffix('.hea')}.png"
+    path = plot_record(record, target, report)
+    print(f"wrote {path}")
+    return str(path)
+
+
+def demo(out: str = "runs/demo-ecg", data_dir: str | None = None, scale: str = "small", seed: int = 0) -> dict:
+    """Run the embedded ECG demo (same as `vlp demo ecg`).
+
+    Args:
+        out: output folder for PNGs and results.
+        data_dir: cache for the generated data (default: core's demo cache).
+        scale: small or large.
+        seed: seed.
+    """
+    from vlp_core.demo import DemoContext, default_cache_dir
+    from vlp_ecg.demo import run_demo
+
+    ctx = DemoContext(Path(out), Path(data_dir) if data_dir else default_cache_dir() / "demo" / "ecg", scale, seed)
+    res = run_demo(ctx)
+    print(json.dumps(res.metrics, indent=2))
+    print("\n".join(res.notes))
+    return res.metrics
+
+
+def main(argv: Sequence[str] | None = None) -> Any:
+    """Entry point of ``vlp-ecg``."""
+    from vlp_core.cli import domain_cli
+    from vlp_ecg.datasets import ECGDataModule
+    from vlp_ecg.models import MELP
+
+    result = domain_cli(
+        "vlp-ecg",
+        commands={"prepare": prepare, "zeroshot": zeroshot, "probe": probe, "plot": plot, "demo": demo},
+        model_class=MELP,
+        datamodule_class=ECGDataModule,
+        args=list(sys.argv[1:] if argv is None else argv),
+        trainer_defaults={"accelerator": "auto"},
+    )
+    return result if isinstance(result, int) else 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
