@@ -103,3 +103,15 @@ def test_bootstrap_drops_undefined_replicates_with_warning() -> None:
     with pytest.warns(UserWarning, match="replicates gave an undefined metric"):
         res = bootstrap_ci(metric, scores, targets, n=100, seed=0)
     assert 0 < res["n_boot"] < 100
+
+
+def test_bootstrap_drops_replicates_where_auroc_is_undefined() -> None:
+    """With one positive in 12 rows, ~1/3 of resamples have none: those replicates are dropped, not fatal."""
+    from vlp_core.eval import binary_auroc, bootstrap_ci
+
+    scores = torch.linspace(0, 1, 12)
+    targets = torch.zeros(12)
+    targets[-1] = 1
+    with pytest.warns(UserWarning):
+        ci = bootstrap_ci(binary_auroc, scores, targets, n=200, seed=0)
+    assert ci["point"] == 1.0 and ci["low"] == 1.0 and 0 < ci["n_boot"] < 200

@@ -148,6 +148,7 @@ def domain_cli(
         The subcommand's return value, or the LightningCLI object.
     """
     commands = dict(commands or {})
+    from_argv = args is None
     args = list(sys.argv[1:] if args is None else args)
     if not args or args[0] in ("-h", "--help"):
         names = list(LIGHTNING_SUBCOMMANDS) + sorted(commands)
@@ -173,7 +174,7 @@ def domain_cli(
         datamodule_class or PairedDataModule,
         subclass_mode_model=True,
         subclass_mode_data=True,
-        args=args,
+        args=None if from_argv else args,  # LightningCLI reads sys.argv itself (and warns when given it)
         trainer_defaults=trainer_defaults or {},
         parser_kwargs={"prog": prog, "default_env": True},
         save_config_kwargs={"overwrite": True},

@@ -243,7 +243,11 @@ def bootstrap_ci(
     reps = []
     for idx_batch in _bootstrap_indices(s.shape[0], n, seed, batch=64):
         for idx in idx_batch:
-            reps.append(float(metric_fn(s[idx.to(s.device)], t[idx.to(t.device)])))
+            try:
+                reps.append(float(metric_fn(s[idx.to(s.device)], t[idx.to(t.device)])))
+            except ValueError:
+                # A resample can lack positives or negatives (AUROC undefined): an undefined replicate, dropped.
+                reps.append(float("nan"))
     return _summarise(point, torch.tensor(reps, dtype=torch.float64), n, alpha)
 
 

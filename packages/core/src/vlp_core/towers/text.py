@@ -10,6 +10,7 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
+from torch.nn.utils.rnn import pad_sequence
 
 from vlp_core.towers.base import ProjectionHead, Tower, TowerOutput, masked_mean
 
@@ -198,18 +199,12 @@ class TextTower(Tower):
         device = next(self.encoder.parameters()).device
         entries = [self._cache[self._key(t)] for t in texts]
         pooled = torch.stack([e[0] for e in entries]).to(device)
-        lengths = [e[2].shape[0] for e in entries]
-        length = max(lengths)
-        ids = torch.full((len(texts), length), self.tokenizer.pad_token_id or 0, dtype=torch.long)
-        att = torch.zeros(len(texts), length, dtype=torch.long)
-        for i, e in enumerate(entries):
-            ids[i, : lengths[i]] = e[2]
-            att[i, : lengths[i]] = 1
+        pad = self.tokenizer.pad_token_id or 0
+        ids = pad_sequence([e[2] for e in entries], batch_first=True, padding_value=pad)
+        att = pad_sequence([torch.ones_like(e[2]) for e in entries], batch_first=True)
         hidden = None
         if self.cache_tokens:
-            hidden = pooled.new_zeros(len(texts), length, self.hidden_size)
-            for i, e in enumerate(entries):
-                hidden[i, : lengths[i]] = e[1].to(device)
+            hidden = pad_sequence([e[1] for e in entries], batch_first=True).to(device)
         return pooled, hidden, ids.to(device), att.to(device)
 
     def _key(self, text: str) -> str:
