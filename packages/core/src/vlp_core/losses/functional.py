@@ -7,6 +7,8 @@ softmax) alive until backward, so memory grows quadratically with the batch. The
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import Tensor
 
@@ -18,6 +20,36 @@ def normalize(x: Tensor, eps: float = 1e-12) -> Tensor:
     if not torch.isfinite(x).all():
         raise ValueError(f"embeddings contain NaN or Inf (shape {tuple(x.shape)}); check the tower outputs")
     return torch.nn.functional.normalize(x, dim=-1, eps=eps)
+
+
+def _backward_blocks(
+    q: Tensor,
+    k: Tensor,
+    scale: Tensor,
+    chunk: int,
+    needs: tuple[bool, ...],
+    logit_grad: Callable[[int, Tensor], Tensor],
+) -> tuple[Tensor | None, Tensor | None, Tensor | None, Tensor]:
+    """Shared backward of the chunked kernels: recompute each row block's similarities, get dL/dlogits from
+    ``logit_grad(row_offset, sim)`` and accumulate the gradients of ``q``, ``k``, ``scale`` and of an additive
+    logit bias (``sum dL/dlogits``)."""
+    gq = torch.empty_like(q) if needs[0] else None
+    gk = torch.zeros_like(k) if needs[1] else None
+    gs = torch.zeros_like(scale) if needs[2] else None
+    g_sum = q.new_zeros(())
+    for s in range(0, q.shape[0], chunk):
+        qc = q[s : s + chunk]
+        sim = qc @ k.T
+        g = logit_grad(s, sim)
+        g_sum += g.sum()
+        if gs is not None:
+            gs += (g * sim).sum()
+        g = g * scale
+        if gq is not None:
+            gq[s : s + chunk] = g @ k
+        if gk is not None:
+            gk.addmm_(g.T, qc)
+    return gq, gk, gs, g_sum
 
 
 class _ChunkedCE(torch.autograd.Function):
@@ -37,24 +69,15 @@ class _ChunkedCE(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: Tensor):
         q, k, scale, targets, lse = ctx.saved_tensors
-        n, chunk = q.shape[0], ctx.chunk
-        gq = torch.zeros_like(q) if ctx.needs_input_grad[0] else None
-        gk = torch.zeros_like(k) if ctx.needs_input_grad[1] else None
-        gs = torch.zeros_like(scale) if ctx.needs_input_grad[2] else None
-        for s in range(0, n, chunk):
-            qc = q[s : s + chunk]
-            sim = qc @ k.T
+        n = q.shape[0]
+
+        def logit_grad(s: int, sim: Tensor) -> Tensor:
             # d(lse - pos)/d(logits) = softmax - onehot; the mean over n rows gives the 1/n factor.
-            g = torch.exp(scale * sim - lse[s : s + chunk, None])
-            g.scatter_add_(1, targets[s : s + chunk, None], -torch.ones_like(g[:, :1]))
-            g = g * (grad / n)
-            if gs is not None:
-                gs += (g * sim).sum()
-            g = g * scale
-            if gq is not None:
-                gq[s : s + chunk] = g @ k
-            if gk is not None:
-                gk.addmm_(g.T, qc)
+            g = torch.exp(scale * sim - lse[s : s + sim.shape[0], None])
+            g.scatter_add_(1, targets[s : s + sim.shape[0], None], -torch.ones_like(g[:, :1]))
+            return g * (grad / n)
+
+        gq, gk, gs, _ = _backward_blocks(q, k, scale, ctx.chunk, ctx.needs_input_grad, logit_grad)
         return gq, gk, gs, None, None
 
 
@@ -96,25 +119,16 @@ class _ChunkedSymmetricCE(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: Tensor):
         a, b, scale, row_lse, col_lse = ctx.saved_tensors
-        n, chunk = a.shape[0], ctx.chunk
-        ga = torch.empty_like(a) if ctx.needs_input_grad[0] else None
-        gb = torch.zeros_like(b) if ctx.needs_input_grad[1] else None
-        gs = torch.zeros_like(scale) if ctx.needs_input_grad[2] else None
-        for s in range(0, n, chunk):
-            ac = a[s : s + chunk]
-            sim = ac @ b.T
+        n = a.shape[0]
+
+        def logit_grad(s: int, sim: Tensor) -> Tensor:
             block = scale * sim
-            g = torch.exp(block - row_lse[s : s + chunk, None]) + torch.exp(block - col_lse[None, :])
-            rows = torch.arange(g.shape[0], device=a.device)
+            g = torch.exp(block - row_lse[s : s + sim.shape[0], None]) + torch.exp(block - col_lse[None, :])
+            rows = torch.arange(g.shape[0], device=g.device)
             g[rows, rows + s] -= 2.0
-            g = g * (grad / (2 * n))
-            if gs is not None:
-                gs += (g * sim).sum()
-            g = g * scale
-            if ga is not None:
-                ga[s : s + chunk] = g @ b
-            if gb is not None:
-                gb.addmm_(g.T, ac)
+            return g * (grad / (2 * n))
+
+        ga, gb, gs, _ = _backward_blocks(a, b, scale, ctx.chunk, ctx.needs_input_grad, logit_grad)
         return ga, gb, gs, None
 
 
@@ -151,27 +165,16 @@ class _ChunkedSigmoid(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: Tensor):
         q, k, scale, bias = ctx.saved_tensors
-        n, chunk, offset = q.shape[0], ctx.chunk, ctx.offset
-        gq = torch.zeros_like(q) if ctx.needs_input_grad[0] else None
-        gk = torch.zeros_like(k) if ctx.needs_input_grad[1] else None
-        gs = torch.zeros_like(scale) if ctx.needs_input_grad[2] else None
-        gb = torch.zeros_like(bias) if ctx.needs_input_grad[3] else None
-        for s in range(0, n, chunk):
-            qc = q[s : s + chunk]
-            sim = qc @ k.T
+        n, offset = q.shape[0], ctx.offset
+
+        def logit_grad(s: int, sim: Tensor) -> Tensor:
             g = torch.sigmoid(scale * sim + bias)  # d softplus(x)/dx
-            rows = torch.arange(s, min(s + chunk, n), device=q.device)
+            rows = torch.arange(s, s + sim.shape[0], device=g.device)
             g[rows - s, rows + offset] -= 1.0
-            g = g * (grad / n)
-            if gb is not None:
-                gb += g.sum()
-            if gs is not None:
-                gs += (g * sim).sum()
-            g = g * scale
-            if gq is not None:
-                gq[s : s + chunk] = g @ k
-            if gk is not None:
-                gk.addmm_(g.T, qc)
+            return g * (grad / n)
+
+        gq, gk, gs, g_sum = _backward_blocks(q, k, scale, ctx.chunk, ctx.needs_input_grad, logit_grad)
+        gb = g_sum.reshape(bias.shape) if ctx.needs_input_grad[3] else None
         return gq, gk, gs, gb, None, None
 
 
