@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from vlp_core.registry import PluginRegistry, Registry
-from vlp_core.testing import TowerConformance
+from vlp_core.testing import PluginConformance, TowerConformance
 
 
 @pytest.fixture()
@@ -14,26 +14,8 @@ def registry() -> PluginRegistry:
     return PluginRegistry(*(Registry(k) for k in ("tower", "loss", "dataset", "transform", "demo")))
 
 
-def test_register_adds_namespaced_towers(registry: PluginRegistry) -> None:
-    from vlp_ct3d.plugin import register
-
-    register(registry)
-    names = registry.towers.list()
-    assert names and all(n.startswith("ct3d/") for n in names)
-
-
-def test_version_is_installed_metadata() -> None:
-    import vlp_ct3d
-
-    assert vlp_ct3d.__version__ == "0.1.0"
-
-
-def test_cli_help_lists_lightning_commands(capsys: pytest.CaptureFixture[str]) -> None:
-    from vlp_ct3d.cli import main
-
-    main(["--help"])
-    out = capsys.readouterr().out
-    assert "vlp-ct3d" in out and "fit" in out
+class TestPluginConformance(PluginConformance):
+    domain = "ct3d"
 
 
 def test_conv3d_tower_shapes_and_gradients(registry: PluginRegistry) -> None:

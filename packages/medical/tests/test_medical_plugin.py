@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from vlp_core.registry import PluginRegistry, Registry
-from vlp_core.testing import TowerConformance
+from vlp_core.testing import PluginConformance, TowerConformance
 from vlp_core.towers import TowerOutput
 
 
@@ -15,26 +15,8 @@ def registry() -> PluginRegistry:
     return PluginRegistry(*(Registry(k) for k in ("tower", "loss", "dataset", "transform", "demo")))
 
 
-def test_register_adds_namespaced_towers(registry: PluginRegistry) -> None:
-    from vlp_medical.plugin import register
-
-    register(registry)
-    names = registry.towers.list()
-    assert names and all(n.startswith("medical/") for n in names)
-
-
-def test_version_is_installed_metadata() -> None:
-    import vlp_medical
-
-    assert vlp_medical.__version__ == "0.1.0"
-
-
-def test_cli_help_lists_lightning_commands(capsys: pytest.CaptureFixture[str]) -> None:
-    from vlp_medical.cli import main
-
-    main(["--help"])
-    out = capsys.readouterr().out
-    assert "vlp-medical" in out and "fit" in out
+class TestPluginConformance(PluginConformance):
+    domain = "medical"
 
 
 def test_cxr_tower_takes_single_channel_and_backpropagates(registry: PluginRegistry) -> None:

@@ -10,7 +10,7 @@ import torch
 
 from vlp_core.data.sample_data import ENV_VAR, sample_data_dir, sample_data_root
 
-__all__ = ["TowerConformance", "require_sample_data"]
+__all__ = ["PluginConformance", "TowerConformance", "require_sample_data"]
 
 
 def require_sample_data(*parts: str) -> Path:
@@ -107,3 +107,47 @@ class TowerConformance(ABC):
         full = tower(x).embedding
         first = tower(x[:1] if not isinstance(x, list) else x[:1]).embedding
         torch.testing.assert_close(first, full[:1], rtol=1e-4, atol=1e-5)
+
+
+class PluginConformance:
+    """Standard tests for a domain package's plug-in; subclass in its tests and set ``domain``.
+
+    Checks that ``vlp_<domain>.plugin.register`` only adds namespaced entries to the registries it is given (never
+    the global ones), that ``__version__`` is the installed distribution's version, and that the ``vlp-<domain>``
+    command's help lists the Lightning subcommands.
+    """
+
+    domain: str = ""
+
+    def _fresh_registry(self):
+        from vlp_core.registry import PluginRegistry, Registry
+
+        return PluginRegistry(*(Registry(k) for k in ("tower", "loss", "dataset", "transform", "demo")))
+
+    def test_register_adds_only_namespaced_entries(self) -> None:
+        import importlib
+
+        from vlp_core import registry as global_registry
+
+        before = {k: r.list() for k, r in (("towers", global_registry.TOWERS), ("losses", global_registry.LOSSES))}
+        fresh = self._fresh_registry()
+        importlib.import_module(f"vlp_{self.domain}.plugin").register(fresh)
+        names = [n for reg in (fresh.towers, fresh.losses, fresh.datasets, fresh.transforms) for n in reg.list()]
+        assert names, f"vlp-{self.domain} registered nothing"
+        assert all(n.startswith(f"{self.domain}/") for n in names), names
+        assert all(d == self.domain for d in fresh.demos.list())
+        after = {k: r.list() for k, r in (("towers", global_registry.TOWERS), ("losses", global_registry.LOSSES))}
+        assert before == after, "register() must fill the registry it is given, not the global one"
+
+    def test_version_is_installed_metadata(self) -> None:
+        import importlib
+        from importlib.metadata import version
+
+        assert importlib.import_module(f"vlp_{self.domain}").__version__ == version(f"vlp-{self.domain}")
+
+    def test_cli_help_lists_lightning_commands(self, capsys) -> None:  # noqa: ANN001 - pytest fixture
+        import importlib
+
+        importlib.import_module(f"vlp_{self.domain}.cli").main(["--help"])
+        out = capsys.readouterr().out
+        assert f"vlp-{self.domain}" in out and "fit" in out
