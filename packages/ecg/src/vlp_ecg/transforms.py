@@ -9,6 +9,7 @@ pipeline is deterministic given one seed (see :class:`Compose` and :func:`sample
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from fractions import Fraction
 from typing import Any
@@ -41,13 +42,14 @@ def sample_rng(seed: int, *keys: int) -> np.random.Generator:
     return np.random.default_rng([int(seed), *[int(k) for k in keys]])
 
 
-class Transform:
+class Transform(ABC):
     """Base class. Subclasses implement ``__call__(sample, rng) -> sample`` and must not mutate the input arrays."""
 
     random: bool = False
 
-    def __call__(self, sample: Sample, rng: np.random.Generator | None = None) -> Sample:  # pragma: no cover
-        raise NotImplementedError
+    @abstractmethod
+    def __call__(self, sample: Sample, rng: np.random.Generator | None = None) -> Sample:
+        """Return the transformed sample (``rng`` drives random transforms; deterministic ones ignore it)."""
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in vars(self).items())
