@@ -240,7 +240,7 @@ def main(argv: Sequence[str] | None = None) -> Any:
         commands={"prepare": prepare, "zeroshot": zeroshot, "probe": probe, "plot": plot, "demo": demo},
         model_class=MELP,
         datamodule_class=ECGDataModule,
-        args=list(sys.argv[1:] if argv is None else argv),
+        args=None if argv is None else list(argv),  # None: LightningCLI reads sys.argv itself
         trainer_defaults={"accelerator": "auto"},
     )
     return result if isinstance(result, int) else 0
