@@ -11,34 +11,10 @@ from pathlib import Path
 
 import lightning as L
 import torch
-from torch import nn
 
 from vlp_core.losses import ClipLoss
-from vlp_core.towers import Tower, TowerOutput
+from vlp_core.testing import BoringTower, RandomPairs
 from vlp_core.training import LossTerm, PairedDataModule, Pretrainer
-
-
-class Mlp(Tower):
-    def __init__(self) -> None:
-        super().__init__()
-        self.net = nn.Sequential(nn.Linear(8, 32), nn.GELU(), nn.Linear(32, 16))
-        self.output_dim = 16
-
-    def forward(self, x):
-        return TowerOutput(self.net(x))
-
-
-class Pairs(torch.utils.data.Dataset):
-    def __init__(self) -> None:
-        g = torch.Generator().manual_seed(0)
-        self.a = torch.randn(64, 8, generator=g)
-        self.b = self.a @ torch.randn(8, 8, generator=g)
-
-    def __len__(self) -> int:
-        return 64
-
-    def __getitem__(self, i):
-        return {"x": self.a[i], "y": self.b[i]}
 
 
 class Record(L.Callback):
@@ -52,11 +28,15 @@ class Record(L.Callback):
 if __name__ == "__main__":
     out = Path(sys.argv[1])
     L.seed_everything(0)
-    model = Pretrainer({"x": Mlp(), "y": Mlp()}, [LossTerm("clip", ClipLoss(), inputs=("x", "y"))], lr=1e-2)
+    model = Pretrainer(
+        {"x": BoringTower(layer_norm=False), "y": BoringTower(layer_norm=False)},
+        [LossTerm("clip", ClipLoss(), inputs=("x", "y"))],
+        lr=1e-2,
+    )
     rec = Record()
     trainer = L.Trainer(
         accelerator="cpu", devices=2, strategy="ddp", max_steps=12, logger=False, enable_checkpointing=False,
         enable_progress_bar=False, enable_model_summary=False, callbacks=[rec],
     )  # fmt: skip
-    trainer.fit(model, PairedDataModule(batch_size=8, train_set=Pairs()))
+    trainer.fit(model, PairedDataModule(batch_size=8, train_set=RandomPairs(64, noise=0.0)))
     torch.save({"state": model.state_dict(), "losses": rec.losses}, out / f"rank{trainer.global_rank}.pt")

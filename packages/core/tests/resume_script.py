@@ -10,42 +10,18 @@ from pathlib import Path
 
 import lightning as L
 import torch
-from torch import nn
 
 from vlp_core.losses import ClipLoss
-from vlp_core.towers import Tower, TowerOutput
+from vlp_core.testing import BoringTower, RandomPairs
 from vlp_core.training import LossTerm, PairedDataModule, Pretrainer
 
 TOTAL, STOP = 8, 4
 
 
-class Mlp(Tower):
-    def __init__(self) -> None:
-        super().__init__()
-        # Dropout makes the run depend on the RNG state, which the checkpoint must therefore carry.
-        self.net = nn.Sequential(nn.Linear(8, 32), nn.LayerNorm(32), nn.GELU(), nn.Dropout(0.2), nn.Linear(32, 16))
-        self.output_dim = 16
-
-    def forward(self, x):
-        return TowerOutput(self.net(x))
-
-
-class Pairs(torch.utils.data.Dataset):
-    def __init__(self) -> None:
-        g = torch.Generator().manual_seed(0)
-        self.a = torch.randn(32, 8, generator=g)
-        self.b = self.a @ torch.randn(8, 8, generator=g) + 0.1 * torch.randn(32, 8, generator=g)
-
-    def __len__(self) -> int:
-        return 32
-
-    def __getitem__(self, i):
-        return {"x": self.a[i], "y": self.b[i]}
-
-
 def model() -> Pretrainer:
     torch.manual_seed(0)
-    towers = {"x": Mlp(), "y": Mlp()}
+    # Dropout makes the run depend on the RNG state, which the checkpoint must therefore carry.
+    towers = {"x": BoringTower(dropout=0.2), "y": BoringTower(dropout=0.2)}
     return Pretrainer(
         towers, [LossTerm("clip", ClipLoss(), inputs=("x", "y"))], lr=5e-3, warmup_steps=2, max_steps=TOTAL
     )
@@ -65,7 +41,7 @@ def save(m: Pretrainer, t: L.Trainer, out: Path) -> None:
 
 if __name__ == "__main__":
     mode, path = sys.argv[1], Path(sys.argv[2])
-    data = PairedDataModule(batch_size=8, train_set=Pairs(), seed=3)
+    data = PairedDataModule(batch_size=8, train_set=RandomPairs(32), seed=3)
     if mode == "straight":
         L.seed_everything(0)
         m, t = model(), trainer(TOTAL, path.parent)

@@ -8,40 +8,11 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
-from torch import Tensor, nn
+from torch import nn
 
 from vlp_core.losses import ClipLoss, SigLipLoss
-from vlp_core.towers import Tower, TowerOutput
+from vlp_core.testing import BoringTower, RandomPairs
 from vlp_core.training import LossTerm, PairedDataModule, Pretrainer, collate_paired, param_groups
-
-
-class BoringTower(Tower):
-    """Lightning-style "boring" tower: an MLP from a feature vector (tiny, deterministic, no dropout)."""
-
-    def __init__(self, in_dim: int = 8, embed_dim: int = 16, hidden: int = 32) -> None:
-        super().__init__()
-        self.net = nn.Sequential(
-            nn.Linear(in_dim, hidden), nn.LayerNorm(hidden), nn.GELU(), nn.Linear(hidden, embed_dim)
-        )
-        self.output_dim = embed_dim
-
-    def forward(self, x: Tensor) -> TowerOutput:
-        return TowerOutput(self.net(x))
-
-
-class PairDataset(torch.utils.data.Dataset):
-    """Paired vectors: b is a fixed random linear image of a plus noise."""
-
-    def __init__(self, n: int = 32, seed: int = 0) -> None:
-        g = torch.Generator().manual_seed(seed)
-        self.a = torch.randn(n, 8, generator=g)
-        self.b = self.a @ torch.randn(8, 8, generator=g) + 0.1 * torch.randn(n, 8, generator=g)
-
-    def __len__(self) -> int:
-        return len(self.a)
-
-    def __getitem__(self, i: int) -> dict:
-        return {"x": self.a[i], "y": self.b[i]}
 
 
 def _model(loss: nn.Module | None = None, **kw) -> Pretrainer:
@@ -65,7 +36,7 @@ def _trainer(tmp_path: Path, max_steps: int, **kw) -> L.Trainer:
 def test_overfits_one_batch(loss, tmp_path: Path) -> None:
     """40 steps on one batch of 16 pairs: ClipLoss from ~log(16)=2.77 to < 0.1; SigLIP likewise to < 1."""
     model = _model(loss())
-    batch = collate_paired([PairDataset(16)[i] for i in range(16)])
+    batch = collate_paired([RandomPairs(16)[i] for i in range(16)])
     opt = model.configure_optimizers()["optimizer"]
     first = model.compute_losses(batch)["loss"].item()
     for _ in range(40):
@@ -137,7 +108,7 @@ def test_temperature_is_clamped_after_each_step(tmp_path: Path) -> None:
     model = _model(lr=10.0)  # a huge LR pushes the log-scale far past ln(100) in one step
     with torch.no_grad():
         model.losses[0].loss.logit_scale.fill_(math.log(99.0))
-    _trainer(tmp_path, 3).fit(model, PairedDataModule(batch_size=8, train_set=PairDataset(32)))
+    _trainer(tmp_path, 3).fit(model, PairedDataModule(batch_size=8, train_set=RandomPairs(32)))
     assert model.losses[0].loss.logit_scale.exp().item() <= 100.0 + 1e-4
 
 
@@ -147,10 +118,10 @@ def test_logs_every_term_and_temperature(tmp_path: Path) -> None:
         [LossTerm("clip", ClipLoss(), 1.0, ("x", "y")), LossTerm("sig", SigLipLoss(), 0.5, ("x", "y"))],
     )
     trainer = _trainer(tmp_path, 2)
-    trainer.fit(model, PairedDataModule(batch_size=8, train_set=PairDataset(32)))
+    trainer.fit(model, PairedDataModule(batch_size=8, train_set=RandomPairs(32)))
     keys = set(trainer.callback_metrics)
     assert {"train/loss", "train/clip", "train/sig", "train/clip/logit_scale", "train/sig/logit_bias"} <= keys
-    logs = model.compute_losses(collate_paired([PairDataset(8)[i] for i in range(8)]))
+    logs = model.compute_losses(collate_paired([RandomPairs(8)[i] for i in range(8)]))
     torch.testing.assert_close(logs["loss"], logs["clip"] + 0.5 * logs["sig"])
 
 

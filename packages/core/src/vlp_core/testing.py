@@ -7,10 +7,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import Tensor, nn
 
 from vlp_core.data.sample_data import ENV_VAR, sample_data_dir, sample_data_root
+from vlp_core.towers.base import Tower, TowerOutput
 
-__all__ = ["PluginConformance", "TowerConformance", "require_sample_data"]
+__all__ = ["BoringTower", "PluginConformance", "RandomPairs", "TowerConformance", "require_sample_data"]
 
 
 def require_sample_data(*parts: str) -> Path:
@@ -151,3 +153,59 @@ class PluginConformance:
         importlib.import_module(f"vlp_{self.domain}.cli").main(["--help"])
         out = capsys.readouterr().out
         assert f"vlp-{self.domain}" in out and "fit" in out
+
+
+class BoringTower(Tower):
+    """Lightning-style "boring" tower for tests: an MLP from a feature vector.
+
+    Args:
+        in_dim: input width.
+        embed_dim: output width.
+        hidden: hidden width.
+        layer_norm: LayerNorm after the first layer.
+        dropout: dropout before the last layer (makes a run depend on the RNG state).
+
+    Shapes:
+        ``forward(x [B, in_dim])`` → ``embedding [B, embed_dim]``.
+    """
+
+    def __init__(
+        self, in_dim: int = 8, embed_dim: int = 16, hidden: int = 32, layer_norm: bool = True, dropout: float = 0.0
+    ) -> None:
+        super().__init__()
+        layers: list[nn.Module] = [nn.Linear(in_dim, hidden)]
+        if layer_norm:
+            layers.append(nn.LayerNorm(hidden))
+        layers.append(nn.GELU())
+        if dropout:
+            layers.append(nn.Dropout(dropout))
+        layers.append(nn.Linear(hidden, embed_dim))
+        self.net = nn.Sequential(*layers)
+        self.output_dim = embed_dim
+
+    def forward(self, x: Tensor) -> TowerOutput:
+        return TowerOutput(self.net(x))
+
+
+class RandomPairs(torch.utils.data.Dataset):
+    """Paired vectors ``{"x": a_i, "y": b_i}`` with ``b = a W + noise`` for a fixed random ``W`` ``[dim, dim]``.
+
+    Args:
+        n: number of pairs.
+        dim: vector width.
+        noise: standard deviation of the additive noise (0 = exact linear image).
+        seed: generator seed.
+    """
+
+    def __init__(self, n: int = 32, dim: int = 8, noise: float = 0.1, seed: int = 0) -> None:
+        g = torch.Generator().manual_seed(seed)
+        self.a = torch.randn(n, dim, generator=g)
+        self.b = self.a @ torch.randn(dim, dim, generator=g)
+        if noise:
+            self.b = self.b + noise * torch.randn(n, dim, generator=g)
+
+    def __len__(self) -> int:
+        return len(self.a)
+
+    def __getitem__(self, i: int) -> dict:
+        return {"x": self.a[i], "y": self.b[i]}
