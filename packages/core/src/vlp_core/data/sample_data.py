@@ -1,4 +1,5 @@
-"""Locate the shared real sample data (``../shared/data`` next to the project root, or ``$VLP_SAMPLE_DATA``)."""
+"""Locate the real sample data: ``$VLP_SAMPLE_DATA``, the copy vendored in the repository (``tests/data``), or
+``../shared/data`` next to the project root."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ from pathlib import Path
 __all__ = ["sample_data_dir", "sample_data_root", "ENV_VAR"]
 
 ENV_VAR = "VLP_SAMPLE_DATA"
+#: File that marks a ``tests/data`` folder as the vendored sample data (its provenance and licence table).
+VENDORED_MARKER = "README.md"
 
 
 def _candidates() -> list[Path]:
@@ -18,24 +21,29 @@ def _candidates() -> list[Path]:
     out: list[Path] = []
     for start in (Path.cwd(), Path(__file__).resolve().parent):
         for parent in (start, *start.parents):
-            cand = parent / "shared" / "data"
-            if cand not in out:
-                out.append(cand)
+            # The vendored copy (a fresh clone has it) wins over the shared folder beside the checkout.
+            for cand in (parent / "tests" / "data", parent / "shared" / "data"):
+                if cand not in out:
+                    out.append(cand)
     return out
 
 
 def sample_data_root() -> Path | None:
     """The sample-data folder, or None when absent.
 
-    Search order: ``$VLP_SAMPLE_DATA`` if set (only that); otherwise a ``shared/data`` folder in the cwd or any
-    parent, then in this file's folder or any parent (so ``../shared/data`` relative to the repository root is
-    found from anywhere inside the repository, also for an editable install).
+    Search order: ``$VLP_SAMPLE_DATA`` if set (only that); otherwise, walking up from the cwd and then from this
+    file's folder, a vendored ``tests/data`` folder (with its ``README.md`` provenance table) or a ``shared/data``
+    folder, whichever is met first (so a fresh clone uses its own copy, found from anywhere inside the
+    repository, also for an editable install).
 
     Returns:
         Absolute path of the folder, or None.
     """
+    explicit = bool(os.environ.get(ENV_VAR))
     for cand in _candidates():
-        if cand.is_dir():
+        # A folder named tests/data counts only with its provenance table (other projects' test data do not).
+        vendored = cand.parent.name == "tests" and not explicit
+        if cand.is_dir() and (not vendored or (cand / VENDORED_MARKER).is_file()):
             return cand.resolve()
     return None
 
