@@ -111,12 +111,16 @@ class TowerConformance(ABC):
         torch.testing.assert_close(first, full[:1], rtol=1e-4, atol=1e-5)
 
 
+_KINDS = ("tower", "loss", "dataset", "transform", "demo", "model")
+
+
 class PluginConformance:
     """Standard tests for a domain package's plug-in; subclass in its tests and set ``domain``.
 
     Checks that ``vlp_<domain>.plugin.register`` only adds namespaced entries to the registries it is given (never
-    the global ones), that ``__version__`` is the installed distribution's version, and that the ``vlp-<domain>``
-    command's help lists the Lightning subcommands.
+    the global ones), that every entry resolves to a constructor of the right kind (towers are modules, whole
+    models are Lightning modules and never registered as towers), that ``__version__`` is read from the installed
+    distribution's metadata, and that the ``vlp-<domain>`` command's help lists the Lightning subcommands.
     """
 
     domain: str = ""
@@ -124,28 +128,61 @@ class PluginConformance:
     def _fresh_registry(self):
         from vlp_core.registry import PluginRegistry, Registry
 
-        return PluginRegistry(*(Registry(k) for k in ("tower", "loss", "dataset", "transform", "demo")))
+        return PluginRegistry(*(Registry(k) for k in _KINDS))
 
-    def test_register_adds_only_namespaced_entries(self) -> None:
+    def _registered(self):
         import importlib
 
-        from vlp_core import registry as global_registry
-
-        before = {k: r.list() for k, r in (("towers", global_registry.TOWERS), ("losses", global_registry.LOSSES))}
         fresh = self._fresh_registry()
         importlib.import_module(f"vlp_{self.domain}.plugin").register(fresh)
-        names = [n for reg in (fresh.towers, fresh.losses, fresh.datasets, fresh.transforms) for n in reg.list()]
+        return fresh
+
+    def test_register_adds_only_namespaced_entries(self) -> None:
+        from vlp_core import registry as global_registry
+
+        before = {k: r.list() for k, r in global_registry.registries().items()}
+        fresh = self._registered()
+        kinds = (fresh.models, fresh.towers, fresh.losses, fresh.datasets, fresh.transforms)
+        names = [n for reg in kinds for n in reg.list()]
         assert names, f"vlp-{self.domain} registered nothing"
         assert all(n.startswith(f"{self.domain}/") for n in names), names
         assert all(d == self.domain for d in fresh.demos.list())
-        after = {k: r.list() for k, r in (("towers", global_registry.TOWERS), ("losses", global_registry.LOSSES))}
+        after = {k: r.list() for k, r in global_registry.registries().items()}
         assert before == after, "register() must fill the registry it is given, not the global one"
 
-    def test_version_is_installed_metadata(self) -> None:
-        import importlib
-        from importlib.metadata import version
+    def test_every_entry_resolves_to_a_constructor_of_its_kind(self) -> None:
+        import lightning as L
 
-        assert importlib.import_module(f"vlp_{self.domain}").__version__ == version(f"vlp-{self.domain}")
+        from vlp_core.training import Pretrainer
+
+        fresh = self._registered()
+        for reg in (fresh.models, fresh.towers, fresh.losses, fresh.datasets, fresh.transforms, fresh.demos):
+            for name in reg.list():
+                entry = reg.get(name)  # a stale lazy target fails here
+                assert callable(entry), f"{reg.kind} {name!r} is not callable"
+                if not isinstance(entry, type):
+                    continue
+                if reg.kind in ("tower", "loss"):
+                    assert issubclass(entry, nn.Module), f"{reg.kind} {name!r} is not an nn.Module"
+                if reg.kind == "tower":
+                    assert not issubclass(entry, L.LightningModule), f"{name!r} is a whole model: register it in models"
+                if reg.kind == "model":
+                    assert issubclass(entry, Pretrainer), f"model {name!r} is not a vlp_core.training.Pretrainer"
+
+    def test_version_is_installed_metadata(self, monkeypatch) -> None:  # noqa: ANN001 - pytest fixture
+        import importlib
+        import importlib.metadata
+
+        module = importlib.import_module(f"vlp_{self.domain}")
+        assert module.__version__ == importlib.metadata.version(f"vlp-{self.domain}")
+        # Read from metadata, not a literal that happens to agree today.
+        real = importlib.metadata.version
+        monkeypatch.setattr(importlib.metadata, "version", lambda d: "9.9.9" if d == f"vlp-{self.domain}" else real(d))
+        try:
+            assert importlib.reload(module).__version__ == "9.9.9"
+        finally:
+            monkeypatch.undo()
+            importlib.reload(module)
 
     def test_cli_help_lists_lightning_commands(self, capsys) -> None:  # noqa: ANN001 - pytest fixture
         import importlib
