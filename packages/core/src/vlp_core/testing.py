@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import ast
+import re
+import sys
 from abc import ABC, abstractmethod
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +16,94 @@ from torch import Tensor, nn
 from vlp_core.data.sample_data import ENV_VAR, sample_data_dir, sample_data_root
 from vlp_core.towers.base import Tower, TowerOutput
 
-__all__ = ["BoringTower", "PluginConformance", "RandomPairs", "TowerConformance", "require_sample_data"]
+__all__ = [
+    "BoringTower",
+    "PluginConformance",
+    "RandomPairs",
+    "TowerConformance",
+    "require_sample_data",
+    "undeclared_imports",
+]
+
+
+def _normalise(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def _declared(distribution: str) -> set[str]:
+    """Normalised names of ``distribution``'s unconditional requirements (installed metadata, not extras)."""
+    from importlib.metadata import requires
+
+    names = set()
+    for req in requires(distribution) or []:
+        if "extra ==" in req.replace("extra==", "extra =="):
+            continue
+        match = re.match(r"\s*([A-Za-z0-9][A-Za-z0-9._-]*)", req)
+        if match:
+            names.add(_normalise(match.group(1)))
+    return names
+
+
+def _is_optional(node: ast.AST, parents: dict[ast.AST, ast.AST]) -> bool:
+    """An import inside ``try: ... except ImportError`` (an optional dependency probed at run time)."""
+    child, parent = node, parents.get(node)
+    while parent is not None:
+        if isinstance(parent, ast.Try) and child in parent.body:
+            for handler in parent.handlers:
+                names = handler.type.elts if isinstance(handler.type, ast.Tuple) else [handler.type]
+                if any(isinstance(n, ast.Name) and n.id in ("ImportError", "ModuleNotFoundError") for n in names):
+                    return True
+        child, parent = parent, parents.get(parent)
+    return False
+
+
+def undeclared_imports(distribution: str, package: str, allow: Iterable[str] = ()) -> dict[str, list[str]]:
+    """Third-party modules that ``package``'s source imports but ``distribution`` does not declare.
+
+    Every absolute import in the package's ``.py`` files (also lazy ones inside functions) is mapped to the
+    distributions that provide it (``importlib.metadata.packages_distributions``) and must match one of the
+    distribution's own requirements: a module that only arrives transitively (``lightning`` through
+    ``vlp-core``) counts as undeclared. Imports guarded by ``except ImportError`` are optional and skipped.
+    Run it in the package's own environment (``uv sync --package``) so that nothing undeclared is installed.
+
+    Args:
+        distribution: distribution name, e.g. ``"vlp-ecg"``.
+        package: import name, e.g. ``"vlp_ecg"``.
+        allow: top-level module names to accept anyway (say why where you pass them).
+
+    Returns:
+        ``{module: ["path/to/file.py:line", ...]}``; empty when every import is declared.
+    """
+    import importlib.util
+    from importlib.metadata import packages_distributions
+
+    declared = _declared(distribution) | {_normalise(distribution)}
+    providers = packages_distributions()
+    spec = importlib.util.find_spec(package)  # located, not imported: scanning must not need its dependencies
+    if spec is None or not spec.submodule_search_locations:
+        raise ModuleNotFoundError(f"package {package!r} is not importable here")
+    root = Path(next(iter(spec.submodule_search_locations)))
+    skip = set(sys.stdlib_module_names) | {package, "__future__"} | set(allow)
+    found: dict[str, list[str]] = {}
+    for path in sorted(root.rglob("*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
+        parents = {child: node for node in ast.walk(tree) for child in ast.iter_child_nodes(node)}
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                modules = [a.name.split(".")[0] for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                modules = [node.module.split(".")[0]]
+            else:
+                continue
+            for module in modules:
+                if module in skip or _is_optional(node, parents):
+                    continue
+                # Editable installs (workspace members) are missing from packages_distributions(): fall back to
+                # the distribution named like the module (vlp_core <-> vlp-core).
+                dists = providers.get(module) or [module]
+                if not any(_normalise(d) in declared for d in dists):
+                    found.setdefault(module, []).append(f"{path.relative_to(root.parent)}:{node.lineno}")
+    return found
 
 
 def require_sample_data(*parts: str) -> Path:
@@ -183,6 +274,10 @@ class PluginConformance:
         finally:
             monkeypatch.undo()
             importlib.reload(module)
+
+    def test_declares_every_import(self) -> None:
+        missing = undeclared_imports(f"vlp-{self.domain}", f"vlp_{self.domain}")
+        assert not missing, f"vlp-{self.domain} imports modules its pyproject does not declare: {missing}"
 
     def test_cli_help_lists_lightning_commands(self, capsys) -> None:  # noqa: ANN001 - pytest fixture
         import importlib
