@@ -1,4 +1,9 @@
-"""End to end: `vlp demo ecg` as a user runs it, asserting the demo's own target (CI: `pytest -m slow`)."""
+"""End to end: `vlp demo ecg` as a user runs it, asserting the demo's own target (CI: `pytest -m slow`).
+
+The demo's schedule is a fixed number of steps; its ``time_limit_s`` is only a safety stop that cuts the schedule
+short on a much slower machine (a shared CI runner), which would make this test fail for the machine's sake. The
+test therefore raises that stop to 1,500 s: the asserted AUROC then depends on the fixed schedule only.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +16,9 @@ import pytest
 @pytest.mark.slow
 def test_ecg_demo_meets_its_target(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from vlp_core.cli import main
+    from vlp_ecg import demo
 
+    monkeypatch.setitem(demo.DEMO_SCALES, "small", {**demo.DEMO_SCALES["small"], "time_limit_s": 1500.0})
     monkeypatch.setenv("VLP_CACHE", str(tmp_path / "cache"))  # a fresh clone: the demo data is generated
     code = main(["demo", "ecg", "--out", str(tmp_path / "runs"), "--no-progress"])
     (report,) = (tmp_path / "runs").glob("demo-*/report.md")
@@ -22,3 +29,4 @@ def test_ecg_demo_meets_its_target(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     assert target == 0.90
     assert code == 0 and verdict == "pass" and auroc >= target, text
     assert list((report.parent / "ecg").glob("*.png")), "the demo writes its plots"
+    assert "- pretrain steps: 330.0000" in text, "the whole fixed schedule ran"
