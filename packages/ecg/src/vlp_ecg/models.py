@@ -13,8 +13,9 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from vlp_core.losses import ClipLoss
-from vlp_core.towers import ProjectionHead, TextTower, Tower, TowerOutput
+from vlp_core.losses import CaptionLoss, ClipLoss, LocalAlignmentLoss
+from vlp_core.text import split_sentences
+from vlp_core.towers import AttentionalPooler, ProjectionHead, TextTower, Tower, TowerOutput
 from vlp_core.training import LossTerm, Pretrainer
 from vlp_ecg.beats import detect_rpeaks
 
@@ -131,22 +132,6 @@ class ViT1d(nn.Module):
         if n > pos.shape[1]:
             pos = nn.functional.interpolate(pos.transpose(1, 2), size=n, mode="linear").transpose(1, 2)
         return self.norm(self.encoder(t + pos[:, :n]))
-
-
-class AttentionalPooler(nn.Module):
-    """Learned queries attending over tokens (CoCa/MELP pooler). Shapes: ``[B, N, W] -> [B, Q, D]``."""
-
-    def __init__(self, width: int, out_dim: int, n_queries: int, heads: int = 4) -> None:
-        super().__init__()
-        self.queries = nn.Parameter(torch.randn(n_queries, out_dim) * 0.02)
-        self.kv = nn.Linear(width, out_dim)
-        self.attn = nn.MultiheadAttention(out_dim, heads, batch_first=True)
-        self.norm = nn.LayerNorm(out_dim)
-
-    def forward(self, tokens: Tensor) -> Tensor:
-        kv = self.kv(tokens)
-        q = self.queries.unsqueeze(0).expand(tokens.shape[0], -1, -1)
-        return self.norm(self.attn(q, kv, kv, need_weights=False)[0])
 
 
 def pool_beats(
@@ -281,7 +266,7 @@ class ECGTower(Tower):
 class ReportTower(TextTower):
     """The core text tower plus sentence embeddings for the beat-level loss.
 
-    Sentences are split on text (:func:`vlp_ecg.datasets.split_sentences`), each is encoded by the same (cached,
+    Sentences are split on text (:func:`vlp_core.text.split_sentences`), each is encoded by the same (cached,
     when frozen) encoder and projection. Extra args beyond :class:`vlp_core.towers.TextTower`:
 
     Args:
@@ -320,8 +305,6 @@ class ReportTower(TextTower):
         return sentences, torch.stack([self._sentence_cache[s] for s in sentences])
 
     def forward(self, texts: Sequence[str]) -> TowerOutput:
-        from vlp_ecg.datasets import split_sentences
-
         out = super().forward(texts)
         sents = [split_sentences(t)[: self.max_sentences] or [t] for t in texts]
         pooled = self._sentence_pooled(list(dict.fromkeys(s for ss in sents for s in ss)))
@@ -342,8 +325,8 @@ class MELP(Pretrainer):
     """The MELP model as a core :class:`~vlp_core.training.Pretrainer` built from a few plain settings (YAML-friendly).
 
     Loss terms (a weight of 0 drops the term): ``rhythm`` (core ClipLoss, ECG rhythm embedding vs report
-    embedding), ``token`` (captioning, :class:`~vlp_ecg.losses.CaptionLoss`), ``beat`` (GLoRIA local alignment of
-    beats and report sentences, :class:`~vlp_ecg.losses.LocalAlignmentLoss`). Default weights follow MELP:
+    embedding), ``token`` (captioning, :class:`~vlp_core.losses.CaptionLoss`), ``beat`` (GLoRIA local alignment of
+    beats and report sentences, :class:`~vlp_core.losses.LocalAlignmentLoss`). Default weights follow MELP:
     rhythm 1.0, token 2.0, beat 0.2. ``save_pretrained`` writes a plain Pretrainer config (towers + losses), so
     ``Pretrainer.from_pretrained`` rebuilds it without this class's arguments.
 
@@ -353,7 +336,7 @@ class MELP(Pretrainer):
         text_freeze / text_unfreeze_last_n / text_max_length: text tower settings.
         weights: ``{"rhythm": w, "token": w, "beat": w}``.
         decoder_layers / decoder_heads: caption decoder size.
-        max_captions: captioned samples per batch (see :class:`~vlp_ecg.losses.CaptionLoss`).
+        max_captions: captioned samples per batch (see :class:`~vlp_core.losses.CaptionLoss`).
         lr, weight_decay, warmup_steps, max_steps: optimiser settings (see Pretrainer).
     """
 
@@ -379,8 +362,6 @@ class MELP(Pretrainer):
         max_steps: int | None = None,
         patch: int = 10,
     ) -> None:
-        from vlp_ecg.losses import CaptionLoss, LocalAlignmentLoss
-
         w = {"rhythm": 1.0, "token": 2.0, "beat": 0.2, **(weights or {})}
         unknown = set(w) - {"rhythm", "token", "beat"}
         if unknown:
@@ -395,10 +376,17 @@ class MELP(Pretrainer):
             vocab = len(text.tokenizer)
             pad = int(text.tokenizer.pad_token_id or 0)
             terms.append(LossTerm("token", CaptionLoss(vocab, token_dim, decoder_layers, decoder_heads, pad_id=pad,
-                                                       max_length=text_max_length, max_captions=max_captions),
+                                                       max_length=text_max_length, max_captions=max_captions,
+                                                       source="ecg", text="text"),
                                   w["token"]))  # fmt: skip
         if w["beat"] > 0 and beats != "none":
-            terms.append(LossTerm("beat", LocalAlignmentLoss(), w["beat"]))
+            beat_inputs = (
+                "ecg.extras.beats",
+                "ecg.extras.beat_mask",
+                "text.extras.sentences",
+                "text.extras.sentence_mask",
+            )
+            terms.append(LossTerm("beat", LocalAlignmentLoss(), w["beat"], inputs=beat_inputs))
         if not terms:
             raise ValueError("all MELP loss weights are zero")
         super().__init__({"ecg": ecg, "text": text}, terms, lr=lr, weight_decay=weight_decay,

@@ -11,8 +11,6 @@ def register(registry: PluginRegistry) -> None:
     registry.towers.register("ecg/vit1d", "vlp_ecg.models:vit1d_tower")
     registry.towers.register("ecg/report_text", "vlp_ecg.models:ReportTower")
     registry.towers.register("ecg/melp", "vlp_ecg.models:build_melp")
-    registry.losses.register("ecg/caption", "vlp_ecg.losses:CaptionLoss")
-    registry.losses.register("ecg/melp_local", "vlp_ecg.losses:LocalAlignmentLoss")
     registry.datasets.register("ecg/ptbxl", "vlp_ecg.datasets:ptbxl_index")
     registry.datasets.register("ecg/mimic", "vlp_ecg.datasets:mimic_index")
     registry.datasets.register("ecg/ptbdb", "vlp_ecg.datasets:ptbdb_index")
