@@ -278,7 +278,7 @@ def test_multi_positive_ids_make_identical_texts_positives() -> None:
     a, b = mp.data()
     dense = torch.zeros(5, 9, dtype=torch.float64)
     for i in range(5):
-        own = {int(t) for t in mp.IDS[mp.OWNER == i]}
+        own = {int(t) for t in mp.IDS[i == mp.OWNER]}
         for j in range(9):
             if int(mp.IDS[j]) in own:
                 dense[i, j] = mp.WEIGHTS[j]

@@ -222,12 +222,17 @@ class ECGTower(Tower):
             raise ValueError(f"pool must be 'mean' or 'meanmax', got {pool!r}")
         self.pool = pool
         self.proj = ProjectionHead(width * (2 if pool == "meanmax" else 1), embed_dim, proj)
-        self.token_proj = nn.Sequential(nn.LayerNorm(width), nn.Linear(width, token_dim))
+        self.token_proj: nn.Module | None = nn.Sequential(nn.LayerNorm(width), nn.Linear(width, token_dim))
         if beats == "rpeak":
             self.beat_proj: nn.Module = nn.Sequential(nn.LayerNorm(width), nn.Linear(width, embed_dim))
         elif beats == "queries":
             self.beat_pool = AttentionalPooler(width, embed_dim, n_beat_queries, heads=4 if embed_dim % 4 == 0 else 1)
             self.beat_proj = nn.Linear(embed_dim, embed_dim)
+
+    def set_required_outputs(self, required: set[str] | None) -> None:
+        # No token-reading loss (MELP with the token level off): the token head would get no gradient.
+        if required is not None and not required & {"tokens", "mask"}:
+            self.token_proj = None
 
     def features(self, signal: Tensor) -> Tensor:
         """Encoder tokens ``[B, N, W]`` of ``signal`` ``[B, C, T]``."""
@@ -252,7 +257,7 @@ class ECGTower(Tower):
             q = self.beat_pool(tokens)
             extras["beats"] = self.beat_proj(q)
             extras["beat_mask"] = torch.ones(q.shape[:2], dtype=torch.bool, device=q.device)
-        return TowerOutput(emb, self.token_proj(tokens), None, extras)
+        return TowerOutput(emb, None if self.token_proj is None else self.token_proj(tokens), None, extras)
 
     def _detect(self, signal: Tensor, max_beats: int = 40) -> Tensor:
         sig = signal.detach().float().cpu().numpy()
