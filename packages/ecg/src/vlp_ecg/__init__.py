@@ -9,4 +9,6 @@ Submodules are imported on demand, so ``import vlp_ecg`` stays cheap.
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
+from importlib.metadata import version
+
+__version__ = version("vlp-ecg")

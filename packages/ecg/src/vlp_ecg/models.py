@@ -413,19 +413,48 @@ def build_melp(**kwargs: Any) -> MELP:
     return MELP(**kwargs)
 
 
-def load_model(path: str) -> Pretrainer:
-    """Load a model from a ``save_pretrained`` folder or a Lightning ``.ckpt`` of a :class:`MELP` run."""
+def load_model(path: str, trust_code: bool = False) -> Pretrainer:
+    """Load a model from a ``save_pretrained`` folder or a Lightning ``.ckpt`` of a vlp run, without running code.
+
+    A ``.ckpt`` is opened with ``torch.load(weights_only=True)`` (tensors and plain data only) and the model is
+    rebuilt from the ``vlp_config`` JSON that :class:`~vlp_core.training.Pretrainer` stores in every checkpoint,
+    through the same allow-listed :func:`vlp_core.config.from_config` as ``from_pretrained``; checkpoints written
+    before ``vlp_config`` existed are rebuilt as :class:`MELP` from their hyper-parameters.
+
+    Args:
+        path: a ``save_pretrained`` folder or a ``.ckpt`` file.
+        trust_code: allow the config to name classes outside vlp's allow-list (only for files you trust like code).
+
+    Raises:
+        ValueError: the checkpoint holds pickled objects other than tensors and plain data.
+        UnsafeConfigError: its config names a class outside the allow-list.
+    """
+    import json
     import os
+    import pickle
+
+    from vlp_core.config import from_config
 
     if os.path.isdir(path):
-        return Pretrainer.from_pretrained(path)
-    if path.endswith(".ckpt"):
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
-        hp = dict(ckpt.get("hyper_parameters", {}))
-        import inspect
+        return Pretrainer.from_pretrained(path, trust_code=trust_code)
+    if path.endswith(".ckpt") and os.path.isfile(path):
+        try:
+            ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError as exc:
+            raise ValueError(
+                f"{path}: refusing to unpickle arbitrary objects (torch.load weights_only=True failed). A vlp "
+                f"checkpoint holds only tensors and plain data; this one does not. Details: {exc}"
+            ) from exc
+        if "vlp_config" in ckpt:
+            model = from_config(json.loads(ckpt["vlp_config"]), trust_code=trust_code)
+            if not isinstance(model, Pretrainer):
+                raise TypeError(f"{path}: vlp_config describes {type(model).__name__}, not a Pretrainer")
+        else:
+            import inspect
 
-        allowed = set(inspect.signature(MELP.__init__).parameters) - {"self"}
-        model = MELP(**{k: v for k, v in hp.items() if k in allowed})
+            hp = dict(ckpt.get("hyper_parameters", {}))
+            allowed = set(inspect.signature(MELP.__init__).parameters) - {"self"}
+            model = MELP(**{k: v for k, v in hp.items() if k in allowed})
         model.load_state_dict(ckpt["state_dict"], strict=True)
         return model
     raise FileNotFoundError(f"{path}: expected a save_pretrained folder or a Lightning .ckpt file")

@@ -16,8 +16,8 @@ from vlp_core.towers.base import ProjectionHead, Tower, TowerOutput, masked_mean
 
 __all__ = ["TextTower", "default_text_model_path"]
 
-# Nothing in vlp downloads: hub look-ups are off unless the user turns them on explicitly.
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# Nothing in vlp downloads: every load below passes ``local_files_only=True`` and a local directory. The process-wide
+# ``HF_HUB_OFFLINE`` switch is left to the user (importing vlp must not change how their other code reaches the Hub).
 
 
 def default_text_model_path() -> Path:

@@ -270,8 +270,14 @@ class Pretrainer(L.LightningModule):
         return directory
 
     @classmethod
-    def from_pretrained(cls, directory: str | Path, map_location: str | torch.device = "cpu") -> Pretrainer:
-        """Rebuild from :meth:`save_pretrained` output; weights are loaded strictly, no pickle involved."""
+    def from_pretrained(
+        cls, directory: str | Path, map_location: str | torch.device = "cpu", trust_code: bool = False
+    ) -> Pretrainer:
+        """Rebuild from :meth:`save_pretrained` output; weights are loaded strictly, no pickle involved.
+
+        ``config.json`` may only name registered vlp components and ``nn.Module`` classes of ``vlp_*`` / ``torch.nn``
+        (see :func:`vlp_core.config.from_config`); ``trust_code=True`` lifts that for configs you trust like code.
+        """
         from safetensors.torch import load_file
 
         directory = Path(directory)
@@ -279,7 +285,7 @@ class Pretrainer(L.LightningModule):
             if not (directory / name).is_file():
                 raise FileNotFoundError(f"{directory} is not a vlp checkpoint folder: {name} is missing")
         config = json.loads((directory / CONFIG_NAME).read_text())
-        model = from_config(config, base_dir=str(directory))
+        model = from_config(config, base_dir=str(directory), trust_code=trust_code)
         if not isinstance(model, Pretrainer):
             raise TypeError(f"{directory / CONFIG_NAME} describes {type(model).__name__}, not a Pretrainer")
         state = load_file(str(directory / WEIGHTS_NAME), device=str(map_location))
