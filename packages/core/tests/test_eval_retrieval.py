@@ -203,3 +203,19 @@ def test_bad_arguments_raise() -> None:
         retrieval_ranks(q, g, torch.tensor([0, 1, 2, 6]))
     with pytest.raises(ValueError, match="no query has a positive"):
         metrics_from_ranks(torch.tensor([-1, -1]))
+
+
+def test_retrieval_takes_a_similarity() -> None:
+    """A non-inner-product similarity ranks exactly like brute force over its full score matrix."""
+    from vlp_core.similarity import Similarity
+
+    class NegL1(Similarity):
+        def forward(self, a, b):
+            return -torch.cdist(a, b, p=1)
+
+    g = torch.Generator().manual_seed(3)
+    q, gal = torch.randn(9, 4, generator=g), torch.randn(9, 4, generator=g)
+    ranks = retrieval_ranks(q, gal, similarity=NegL1(), chunk_size=4, gallery_chunk_size=5)
+    scores = -torch.cdist(q, gal, p=1)
+    brute = 1 + (scores > scores.diagonal()[:, None]).sum(1)
+    assert ranks.tolist() == brute.double().tolist()

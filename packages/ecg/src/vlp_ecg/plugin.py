@@ -1,4 +1,4 @@
-"""vlp plug-in entry point: registers the ECG model, towers, losses, datasets, transforms and the demo (lazily, no
+"""vlp plug-in entry point: registers the ECG model, towers, datasets, transforms and the demo (lazily, no
 side effects). Every name is usable where configs name components: ``vlp_core.registry.create("tower",
 "ecg/resnet1d")`` or ``{"class_path": "ecg/resnet1d", "init_args": {...}}``."""
 
@@ -28,8 +28,6 @@ def register(registry: PluginRegistry) -> None:
     registry.towers.register("ecg/resnet1d", "vlp_ecg.models:resnet1d_tower")
     registry.towers.register("ecg/vit1d", "vlp_ecg.models:vit1d_tower")
     registry.towers.register("ecg/report_text", "vlp_ecg.models:ReportTower")
-    registry.losses.register("ecg/caption", "vlp_ecg.losses:CaptionLoss")
-    registry.losses.register("ecg/melp_local", "vlp_ecg.losses:LocalAlignmentLoss")
     registry.datasets.register("ecg/ptbxl", "vlp_ecg.datasets:ptbxl_index")
     registry.datasets.register("ecg/mimic", "vlp_ecg.datasets:mimic_index")
     registry.datasets.register("ecg/ptbdb", "vlp_ecg.datasets:ptbdb_index")

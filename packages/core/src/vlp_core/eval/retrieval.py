@@ -35,10 +35,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from vlp_core.eval._checks import as_tensor, check_embeddings
+from vlp_core.similarity import Similarity, resolve_similarity
 
 __all__ = ["retrieval_ranks", "retrieval_metrics", "metrics_from_ranks", "bidirectional_retrieval"]
 
@@ -142,6 +142,7 @@ def retrieval_ranks(
     gallery_chunk_size: int = 8192,
     normalize: bool = True,
     ties: str = "mean",
+    similarity: Similarity | None = None,
 ) -> Tensor:
     """1-based rank of each query's best positive in the gallery, computed block-wise.
 
@@ -161,6 +162,7 @@ def retrieval_ranks(
         normalize: L2-normalise both sides first (cosine similarity); False = raw dot product.
         ties: "mean" (default: 1 + above + tied / 2), "pessimistic" (1 + above + tied) or "optimistic"
             (1 + above); see the module docstring.
+        similarity: any :class:`~vlp_core.similarity.Similarity` (overrides ``normalize``); default cosine.
 
     Returns:
         Ranks [N] (1 = best positive is the top item): float64 for ``ties="mean"`` (half ranks where ties
@@ -170,6 +172,7 @@ def retrieval_ranks(
     counts = _rank_counts(
         query, gallery, positives, query_ids=query_ids, gallery_ids=gallery_ids, exclude_self=exclude_self,
         chunk_size=chunk_size, gallery_chunk_size=gallery_chunk_size, normalize=normalize, ties=ties,
+        similarity=similarity,
     )  # fmt: skip
     for message in counts[3]:
         warnings.warn(message, stacklevel=2)
@@ -201,6 +204,7 @@ def _rank_counts(
     gallery_chunk_size: int,
     normalize: bool,
     ties: str,
+    similarity: Similarity | None = None,
 ) -> tuple[Tensor, Tensor, Tensor, list[str]]:
     """Per query: valid gallery items scoring strictly above the best positive, and exactly tied with it.
 
@@ -226,10 +230,8 @@ def _rank_counts(
             "exclude_self=True with positives=None would leave every query without a positive; "
             "pass `positives` or `query_ids`/`gallery_ids`"
         )
-    if normalize:
-        q, g = F.normalize(q, dim=-1), F.normalize(g.to(q.dtype), dim=-1)
-    else:
-        g = g.to(q.dtype)
+    sim = resolve_similarity(similarity, normalize)
+    q, g = sim.prepare(q), sim.prepare(g.to(q.dtype))
     ptr, idx = _positives_csr(positives, n, m, query_ids, gallery_ids)
     had_pos = ptr.diff() > 0
     if exclude_self:
@@ -259,7 +261,7 @@ def _rank_counts(
         pos_scores = torch.empty(p_idx.numel(), dtype=q.dtype, device=device)
         for gc in torch.unique(p_idx // gallery_chunk_size).tolist():
             g0, g1 = gc * gallery_chunk_size, min(m, (gc + 1) * gallery_chunk_size)
-            sims = qc @ g[g0:g1].T
+            sims = sim.pairwise(qc, g[g0:g1])
             sel = (p_idx >= g0) & (p_idx < g1)
             pos_scores[sel] = sims[p_row[sel], p_idx[sel] - g0]
         best = torch.full((b,), float("-inf"), dtype=q.dtype, device=device)
@@ -271,7 +273,7 @@ def _rank_counts(
         tied = torch.zeros(b, dtype=torch.long, device=device)
         for g0 in range(0, m, gallery_chunk_size):
             g1 = min(m, g0 + gallery_chunk_size)
-            sims = qc @ g[g0:g1].T  # [b, g1 - g0]
+            sims = sim.pairwise(qc, g[g0:g1])  # [b, g1 - g0]
             valid = torch.ones_like(sims, dtype=torch.bool)
             sel = (p_idx >= g0) & (p_idx < g1)
             valid[p_row[sel], p_idx[sel] - g0] = False  # positives never count against the query
@@ -361,6 +363,7 @@ def retrieval_metrics(
     gallery_chunk_size: int = 8192,
     normalize: bool = True,
     ties: str = "mean",
+    similarity: Similarity | None = None,
 ) -> dict[str, float]:
     """R@K, median and mean rank of query -> gallery retrieval (see :func:`retrieval_ranks` for the arguments).
 
@@ -376,6 +379,7 @@ def retrieval_metrics(
         gallery_chunk_size: Gallery items per block.
         normalize: Cosine (True) or dot-product (False) similarity.
         ties: "mean" (default), "pessimistic" or "optimistic" (see the module docstring).
+        similarity: any :class:`~vlp_core.similarity.Similarity` (overrides ``normalize``).
 
     Returns:
         See :func:`metrics_from_ranks` (with ``ties="mean"``, R@K is the expected recall over random tie orders).
@@ -383,6 +387,7 @@ def retrieval_metrics(
     above, tied, best_pos, messages = _rank_counts(
         query, gallery, positives, query_ids=query_ids, gallery_ids=gallery_ids, exclude_self=exclude_self,
         chunk_size=chunk_size, gallery_chunk_size=gallery_chunk_size, normalize=normalize, ties=ties,
+        similarity=similarity,
     )  # fmt: skip
     for message in messages:
         warnings.warn(message, stacklevel=2)
@@ -400,6 +405,7 @@ def bidirectional_retrieval(
     gallery_chunk_size: int = 8192,
     prefixes: tuple[str, str] = ("image_to_text", "text_to_image"),
     ties: str = "mean",
+    similarity: Similarity | None = None,
 ) -> dict[str, float]:
     """Image -> text and text -> image retrieval with several captions per image.
 
@@ -413,6 +419,7 @@ def bidirectional_retrieval(
         gallery_chunk_size: Gallery items per block.
         prefixes: Key prefixes for the two directions.
         ties: Tie handling, see :func:`retrieval_ranks`.
+        similarity: pairwise similarity (default cosine).
 
     Returns:
         ``{"image_to_text/R@1": ..., ..., "text_to_image/mean_rank": ...}``.
@@ -425,7 +432,8 @@ def bidirectional_retrieval(
         t2i = torch.arange(n_txt)
     else:
         t2i = as_tensor(text_to_image, "text_to_image", dtype=torch.long).cpu()
-    kw: dict[str, Any] = {"ks": ks, "chunk_size": chunk_size, "gallery_chunk_size": gallery_chunk_size, "ties": ties}
+    kw: dict[str, Any] = {"ks": ks, "chunk_size": chunk_size, "gallery_chunk_size": gallery_chunk_size, "ties": ties,
+                          "similarity": similarity}  # fmt: skip
     i2t = retrieval_metrics(image_features, text_features, query_ids=torch.arange(n_img), gallery_ids=t2i, **kw)
     t2i_m = retrieval_metrics(text_features, image_features, t2i, **kw)
     out = {f"{prefixes[0]}/{k}": v for k, v in i2t.items()}

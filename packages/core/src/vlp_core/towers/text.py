@@ -126,6 +126,10 @@ class TextTower(Tower):
             for block in layers[-unfreeze_last_n:]:
                 block.requires_grad_(True)
         self.encoder_frozen = not any(p.requires_grad for p in self.encoder.parameters())
+        pooler = getattr(self.encoder, "pooler", None)
+        if pooler is not None and any(p.requires_grad for p in pooler.parameters()):
+            # vlp pools the token states itself; a trainable HF pooler would get no gradient (plain DDP fails).
+            self.encoder.pooler = None
         self.cache_embeddings = cache_embeddings and self.encoder_frozen
         self.cache_tokens = cache_tokens
         self._cache: dict[str, tuple[Tensor, Tensor | None, Tensor]] = {}
