@@ -205,3 +205,25 @@ def test_workspace_never_loads_pickles() -> None:
     assert len(files) > 50, f"scanned only {len(files)} files under {REPO}"
     problems = [hit for p in files for hit in unsafe_loads(p.read_text(), str(p.relative_to(REPO)))]
     assert not problems, "unsafe deserialisation (use torch.load(..., weights_only=True)):\n" + "\n".join(problems)
+
+
+def test_registered_class_round_trips_by_its_defining_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A plug-in registers ``pkg.models:Net`` but the class lives in ``pkg.models_impl`` (what to_config writes)."""
+    from vlp_core import registry
+
+    (tmp_path / "third_party_impl.py").write_text("import torch\n\nclass Net(torch.nn.Linear):\n    pass\n")
+    (tmp_path / "third_party_api.py").write_text("from third_party_impl import Net\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    registry.TOWERS.register("test/net", "third_party_api:Net")
+    try:
+        path = registry.TOWERS.target_path("test/net")
+        assert path == "third_party_api.Net" and registry.TOWERS.defined_path("test/net") == "third_party_impl.Net"
+        assert registry.TOWERS.target_path("test/net") == path  # stable once resolved
+        config = {"class_path": "third_party_impl.Net", "init_args": {"in_features": 2, "out_features": 1}}
+        assert isinstance(from_config(config), nn.Linear)
+    finally:
+        registry.TOWERS.unregister("test/net")
+        for m in ("third_party_impl", "third_party_api"):
+            sys.modules.pop(m, None)
+    with pytest.raises(UnsafeConfigError):
+        from_config(config)

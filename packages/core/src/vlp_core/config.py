@@ -19,6 +19,7 @@ raises :class:`UnsafeConfigError` naming the class; ``trust_code=True`` opts out
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib
 import inspect
@@ -139,12 +140,27 @@ def _registered(name: str) -> tuple[Any, Any] | None:
 
 
 def _registered_paths() -> set[str]:
-    """Dotted paths of every registered entry (entries count as allow-listed wherever they live)."""
+    """Dotted paths of every registered entry (entries count as allow-listed wherever they live).
+
+    Both the path as registered and, for entries outside the allow-listed prefixes, the path where the class is
+    defined (what :func:`to_config` writes); resolving those imports installed plug-in code only.
+    """
     from vlp_core import registry
     from vlp_core.plugins import load_plugins
 
     load_plugins(strict=False)
-    return {r.target_path(n) for r in registry.registries().values() if r.kind != "demo" for n in r}
+    paths = set()
+    for reg in registry.registries().values():
+        if reg.kind == "demo":
+            continue
+        for name in reg:
+            path = reg.target_path(name)
+            paths.add(path)
+            if not _module_allowed(path.rpartition(".")[0]):
+                # A broken plug-in entry allows nothing extra.
+                with contextlib.suppress(ImportError, AttributeError):
+                    paths.add(reg.defined_path(name))
+    return paths
 
 
 def _refuse(path: str, why: str) -> UnsafeConfigError:

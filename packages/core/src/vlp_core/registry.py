@@ -72,6 +72,7 @@ class Registry:
     def __init__(self, kind: str) -> None:
         self.kind = kind
         self._entries: dict[str, Any] = {}
+        self._lazy: dict[str, str] = {}  # name -> "module:attr" as registered, kept after resolution
 
     def register(self, name: str, obj: Any = None, *, overwrite: bool = False) -> Any:
         """Register ``obj`` under ``name``; with ``obj`` omitted, return a decorator.
@@ -82,9 +83,16 @@ class Registry:
             raise ValueError(f"{self.kind} name must be a non-empty string, got {name!r}")
 
         def _add(target: Any) -> Any:
-            if name in self._entries and not overwrite and self._entries[name] is not target:
+            same = self._entries.get(name) is target or (isinstance(target, str) and self._lazy.get(name) == target)
+            if name in self._entries and not overwrite and not same:
                 raise ValueError(f"{self.kind} {name!r} is already registered; pass overwrite=True to replace it")
+            if same:
+                return target
             self._entries[name] = target
+            if isinstance(target, str):
+                self._lazy[name] = target
+            else:
+                self._lazy.pop(name, None)
             return target
 
         if obj is None:
@@ -94,6 +102,7 @@ class Registry:
     def unregister(self, name: str) -> None:
         """Remove ``name`` (used by tests and by plug-in reloads)."""
         self._entries.pop(name, None)
+        self._lazy.pop(name, None)
 
     def get(self, name: str) -> Any:
         """Return the (resolved) entry for ``name``; unknown names raise a ``KeyError`` listing what exists."""
@@ -118,10 +127,15 @@ class Registry:
         return factory(**kwargs)
 
     def target_path(self, name: str) -> str:
-        """Dotted ``module.attr`` path of the entry under ``name``, without importing a lazy entry."""
+        """Dotted ``module.attr`` path of the entry under ``name`` as registered (a lazy entry is not imported)."""
+        if name in self._lazy:
+            return self._lazy[name].replace(":", ".")
         entry = self._entries[name]
-        if isinstance(entry, str):
-            return entry.replace(":", ".")
+        return f"{getattr(entry, '__module__', '?')}.{getattr(entry, '__qualname__', repr(entry))}"
+
+    def defined_path(self, name: str) -> str:
+        """Dotted path where the entry is defined (``module.qualname``; resolves a lazy entry)."""
+        entry = self.get(name)
         return f"{getattr(entry, '__module__', '?')}.{getattr(entry, '__qualname__', repr(entry))}"
 
     def list(self, pattern: str = "*") -> list[str]:

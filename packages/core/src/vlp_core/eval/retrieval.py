@@ -160,8 +160,8 @@ def retrieval_ranks(
         chunk_size: Queries per block.
         gallery_chunk_size: Gallery items per block.
         normalize: L2-normalise both sides first (cosine similarity); False = raw dot product.
-        ties: "mean" (default: 1 + above + tied / 2), "pessimistic" (1 + above + tied) or "optimistic"
-            (1 + above); see the module docstring.
+        ties: "mean" (default: the expected rank over random orders of the ties, 1 + above + tied / 2 with one
+            best positive), "pessimistic" (1 + above + tied) or "optimistic" (1 + above); see the module docstring.
         similarity: any :class:`~vlp_core.similarity.Similarity` (overrides ``normalize``); default cosine.
 
     Returns:
