@@ -34,6 +34,10 @@ def test_text_lists_become_flat_list_and_owner_index() -> None:
     batch = collate_batch(samples)
     assert batch["aspects"] == ["a", "b", "c", "d", "e", "f"]
     assert batch["aspects_owner"].tolist() == [0, 0, 1, 2, 2, 2]
+    ids = batch["aspects_ids"]
+    assert ids.shape == (6,) and len(set(ids.tolist())) == 6
+    again = collate_batch([{"aspects": ["f", "a"]}])["aspects_ids"]  # same text, same id, in any batch
+    assert again.tolist() == [ids[5].item(), ids[0].item()]
     assert batch["report"] == ["r0", "r1", "r2"]
 
 

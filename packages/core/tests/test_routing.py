@@ -123,3 +123,39 @@ def test_only_heads_some_loss_reads_are_built_and_all_get_gradients() -> None:
     local = LossTerm("local", LocalAlignmentLoss(), inputs=("image.tokens", "image.mask", "text.tokens", "text.mask"))
     with_tokens = _image_text([LossTerm("clip", ClipLoss(), inputs=("image", "text")), local])
     assert with_tokens.towers["image"].token_proj is not None
+
+
+def test_multi_source_training_skips_terms_of_absent_modalities(tmp_path: Path) -> None:
+    """Two sources (image-report pairs with aspects, and pairs without): every batch is single-source, the optional
+    term runs only on batches that carry its field, and training runs end to end through Lightning."""
+    import lightning as L
+    from torch.utils.data import Dataset
+
+    from vlp_core.training import PairedDataModule
+
+    class Source(Dataset):
+        def __init__(self, aspects: bool, n: int = 16) -> None:
+            self.aspects, self.n = aspects, n
+
+        def __len__(self) -> int:
+            return self.n
+
+        def __getitem__(self, i: int) -> dict:
+            item = {"image": torch.full((4,), float(i)), "report": f"report {i}"}
+            if self.aspects:
+                item["aspects"] = [f"aspect {i}", f"detail {i % 3}"]
+            return item
+
+    seen: list[float] = []
+
+    class Record(L.Callback):
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            seen.append(1.0 if "aspects" in batch else 0.0)
+
+    model = _routed()
+    data = PairedDataModule(batch_size=4, train_set=[Source(True), Source(False)], seed=0)
+    trainer = L.Trainer(max_steps=8, accelerator="cpu", logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, callbacks=[Record()],
+                        default_root_dir=tmp_path)  # fmt: skip
+    trainer.fit(model, data)
+    assert seen == [1.0, 0.0] * 4  # round robin over the two sources

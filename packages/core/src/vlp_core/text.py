@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Sequence
 
 import torch
 from torch import Tensor
 
-__all__ = ["split_sentences", "sentences_with_owner"]
+__all__ = ["sentences_with_owner", "split_sentences", "text_ids"]
 
 _SENTENCE_END = re.compile(r"(?<=[.;!?])\s+|\n+")
 
@@ -50,3 +51,16 @@ def sentences_with_owner(texts: Sequence[str], max_sentences: int | None = None)
         flat.extend(sents)
         owner.extend([i] * len(sents))
     return flat, torch.tensor(owner, dtype=torch.long)
+
+
+def text_ids(texts: Sequence[str]) -> Tensor:
+    """Stable 63-bit ids of texts (BLAKE2b of the UTF-8 bytes), equal for equal texts in every process.
+
+    Used as ``ids`` of :class:`~vlp_core.losses.MultiPositiveClipLoss`, so identical texts on different ranks are
+    treated as positives instead of negatives. Python's ``hash`` is salted per process and cannot serve.
+
+    Returns:
+        Long tensor ``[len(texts)]``.
+    """
+    out = [int.from_bytes(hashlib.blake2b(t.encode(), digest_size=8).digest(), "little") >> 1 for t in texts]
+    return torch.tensor(out, dtype=torch.long)

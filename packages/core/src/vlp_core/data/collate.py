@@ -8,7 +8,8 @@
   different ``T``, beats ``[Nb, W]``, token ids ``[L]``) are right-padded with zeros to ``[B, T_max, ...]`` and get a
   ``"<key>_mask"`` entry ``[B, T_max]`` bool (True = real); any other shape difference is an error;
 - a list of strings per sample (several captions, aspects, narrations) becomes one flat ``list[str]`` of all ``M``
-  texts plus ``"<key>_owner"``, a long tensor ``[M]`` with the index of the sample each text belongs to;
+  texts plus ``"<key>_owner"``, a long tensor ``[M]`` with the index of the sample each text belongs to, and
+  ``"<key>_ids"``, stable text ids ``[M]`` (:func:`vlp_core.text.text_ids`: equal texts, equal ids, on every rank);
 - strings become a list; bools/ints/floats a tensor; anything else a list.
 """
 
@@ -19,6 +20,8 @@ from typing import Any
 
 import torch
 from torch import Tensor
+
+from vlp_core.text import text_ids
 
 __all__ = ["collate_batch", "pad_stack"]
 
@@ -71,6 +74,7 @@ def _collate(values: list[Any], key: str, out: dict[str, Any]) -> None:
         out[f"{key}_owner"] = torch.repeat_interleave(
             torch.arange(len(values)), torch.tensor([len(v) for v in values], dtype=torch.long)
         )
+        out[f"{key}_ids"] = text_ids(out[key])
     elif isinstance(first, (bool, int, float)):
         out[key] = torch.tensor(values)
     else:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from vlp_core.training.datamodule import PairedDataModule, collate_paired
+from vlp_core.training.datamodule import PairedDataModule, ResumableDataLoader, collate_paired
 from vlp_core.training.module import CONFIG_NAME, WEIGHTS_NAME, Pretrainer
 from vlp_core.training.samplers import EpochIndexSampler, EpochSeededSampler, MultiSourceSampler
 from vlp_core.training.schedule import WarmupCosine, param_groups
@@ -17,6 +17,7 @@ __all__ = [
     "LossTerm",
     "PairedDataModule",
     "Pretrainer",
+    "ResumableDataLoader",
     "WarmupCosine",
     "collate_paired",
     "param_groups",

@@ -6,17 +6,57 @@ from collections.abc import Sequence
 from typing import Any
 
 import lightning as L
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import ConcatDataset, DataLoader, Dataset, Sampler
 
 from vlp_core.data.collate import collate_batch
-from vlp_core.training.samplers import EpochIndexSampler, EpochSeededSampler
+from vlp_core.training.samplers import EpochIndexSampler, EpochSeededSampler, MultiSourceSampler
 
-__all__ = ["PairedDataModule", "collate_paired"]
+__all__ = ["PairedDataModule", "ResumableDataLoader", "collate_paired"]
 
 
 def collate_paired(samples: Sequence[dict[str, Any] | None]) -> dict[str, Any]:
     """Alias of :func:`vlp_core.data.collate_batch` (nested dicts, ragged tensors with masks, text lists)."""
     return collate_batch(samples)
+
+
+class ResumableDataLoader(DataLoader):
+    """A DataLoader that resumes mid-epoch exactly: Lightning saves its ``state_dict`` in checkpoints.
+
+    It counts the batches handed out in the current epoch; after ``load_state_dict`` the next iteration of the same
+    epoch starts after them. With vlp's samplers (whose order depends only on seed and epoch) the skipped samples
+    are never loaded (``skip_once``); with any other sampler the skipped batches are drawn and discarded.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._yielded, self._resume = 0, None
+
+    def _epoch(self) -> int:
+        return int(getattr(self.sampler, "epoch", 0))
+
+    def __iter__(self) -> Any:
+        skip = 0
+        if self._resume is not None and self._resume["epoch"] == self._epoch():
+            skip = int(self._resume["batches"])
+        self._resume = None
+        self._yielded = skip
+        discard = 0
+        if skip and hasattr(self.sampler, "skip_once") and self.batch_size is not None:
+            self.sampler.skip_once(skip * self.batch_size)
+        else:
+            discard = skip
+        for batch in super().__iter__():
+            if discard:
+                discard -= 1
+                continue
+            self._yielded += 1
+            yield batch
+
+    def state_dict(self) -> dict[str, int]:
+        return {"epoch": self._epoch(), "batches": self._yielded}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self._resume = dict(state)
 
 
 class PairedDataModule(L.LightningDataModule):
@@ -30,7 +70,12 @@ class PairedDataModule(L.LightningDataModule):
         batch_size: per-device batch size.
         num_workers: data-loading worker processes.
         seed: shuffling seed (order depends only on seed and epoch).
-        train_set / val_set / test_set: datasets to use directly (handy in scripts and tests).
+        train_set / val_set / test_set: datasets to use directly (handy in scripts and tests). ``train_set`` may be
+            a list of datasets (sources with different fields/modalities): every training batch then comes from one
+            source, the same on every rank (:class:`~vlp_core.training.MultiSourceSampler`), and loss terms whose
+            fields a source lacks should be ``optional``. Under DDP such a model may leave a tower unused in a step:
+            use ``strategy="ddp_find_unused_parameters_true"``.
+        source_weights: sampling weights of the training sources (``None`` = round robin).
 
     Subclasses whose datasets accept ``ds[(epoch, i)]`` (augmentation drawn from ``(seed, epoch, i)`` alone) set
     ``epoch_index = True`` to train with :class:`~vlp_core.training.EpochIndexSampler`.
@@ -43,27 +88,39 @@ class PairedDataModule(L.LightningDataModule):
         batch_size: int = 32,
         num_workers: int = 0,
         seed: int = 0,
-        train_set: Dataset | None = None,
+        train_set: Dataset | list[Dataset] | None = None,
         val_set: Dataset | None = None,
         test_set: Dataset | None = None,
+        source_weights: list[float] | None = None,
     ) -> None:
         super().__init__()
         self.batch_size, self.num_workers, self.seed = batch_size, num_workers, seed
         self.train_set, self.val_set, self.test_set = train_set, val_set, test_set
+        self.source_weights = source_weights
 
     def collate(self, samples: Sequence[dict[str, Any] | None]) -> dict[str, Any]:
         return collate_batch(samples)
 
-    def _loader(self, dataset: Dataset | None, train: bool) -> DataLoader:
+    def _loader(self, dataset: Dataset | list[Dataset] | None, train: bool) -> DataLoader:
         if dataset is None:
             raise RuntimeError(f"{type(self).__name__} has no {'training' if train else 'evaluation'} dataset")
+        sampler: Sampler | None = None
+        if isinstance(dataset, (list, tuple)):
+            if not train:
+                raise ValueError("only the training set may be a list of sources")
+            sizes = [len(d) for d in dataset]  # type: ignore[arg-type]
+            dataset = ConcatDataset(dataset)
+            sampler = MultiSourceSampler(sizes, self.batch_size, self.source_weights, seed=self.seed,
+                                         with_epoch=self.epoch_index)  # fmt: skip
         n = len(dataset)  # type: ignore[arg-type]
         if train and n < self.batch_size:
             raise ValueError(f"training set has {n} samples, fewer than one batch of {self.batch_size}")
-        return DataLoader(
+        if train and sampler is None:
+            sampler = (EpochIndexSampler if self.epoch_index else EpochSeededSampler)(n, self.seed)
+        return (ResumableDataLoader if train else DataLoader)(
             dataset,
             batch_size=self.batch_size,
-            sampler=(EpochIndexSampler if self.epoch_index else EpochSeededSampler)(n, self.seed) if train else None,
+            sampler=sampler,
             drop_last=train,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,

@@ -23,7 +23,7 @@ class _ShardedSampler(DistributedSampler):
 
     def __init__(self, seed: int = 0, rank: int | None = None, world_size: int | None = None) -> None:
         # DistributedSampler.__init__ needs an initialised process group and a dataset; neither is needed here.
-        self.seed, self.epoch = int(seed), 0
+        self.seed, self.epoch, self._skip = int(seed), 0, 0
         self._rank, self._world = rank, world_size
 
     @property
@@ -44,6 +44,14 @@ class _ShardedSampler(DistributedSampler):
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
+
+    def skip_once(self, n: int) -> None:
+        """Leave out the first ``n`` items of the next iteration only (mid-epoch resume without loading them)."""
+        self._skip = int(n)
+
+    def _take_skip(self) -> int:
+        n, self._skip = self._skip, 0
+        return n
 
     def _generator(self, *keys: int) -> torch.Generator:
         return torch.Generator().manual_seed(hash((self.seed, self.epoch, *keys)) & 0x7FFF_FFFF_FFFF_FFFF)
@@ -74,7 +82,7 @@ class EpochSeededSampler(_ShardedSampler):
         return order[: len(self) * world][self.rank :: world].tolist()
 
     def __iter__(self) -> Iterator[Any]:
-        return iter(self._order())
+        return iter(self._order()[self._take_skip() :])
 
     def __len__(self) -> int:
         return self.n // self.num_replicas
@@ -88,7 +96,7 @@ class EpochIndexSampler(EpochSeededSampler):
     """
 
     def __iter__(self) -> Iterator[Any]:
-        return iter([(self.epoch, i) for i in self._order()])
+        return iter([(self.epoch, i) for i in self._order()[self._take_skip() :]])
 
 
 class MultiSourceSampler(_ShardedSampler):
@@ -167,7 +175,7 @@ class MultiSourceSampler(_ShardedSampler):
             cursors[src] += need
             mine = [self.offsets[src] + i for i in block[rank * bs : (rank + 1) * bs]]
             out.extend([(self.epoch, i) for i in mine] if self.with_epoch else mine)
-        return iter(out)
+        return iter(out[self._take_skip() :])
 
     def __len__(self) -> int:
         return self.steps * self.batch_size
