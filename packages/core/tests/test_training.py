@@ -131,7 +131,7 @@ def test_bad_inputs_name_the_problem() -> None:
     model = _model()
     with pytest.raises(KeyError, match="unknown tower 'z'"):
         model.encode("z", torch.randn(2, 8))
-    with pytest.raises(KeyError, match="needs tower 'y'"):
+    with pytest.raises(KeyError, match="needs field 'y'"):
         model.compute_losses({"x": torch.randn(4, 8)})
     with pytest.raises(ValueError, match="NaN"):
         model.compute_losses({"x": torch.full((4, 8), float("nan")), "y": torch.randn(4, 8)})

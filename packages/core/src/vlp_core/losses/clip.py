@@ -58,6 +58,13 @@ class _ScaledContrastiveLoss(Configurable, nn.Module):
         self.world_size: int | None = None
         self.gather_fn: GatherFn | None = None
 
+    def _logits(self, q: Tensor, k: Tensor, scale: Tensor) -> Tensor:
+        """``scale * similarity(q, k)`` for prepared rows; inner products scale the ``[n, D]`` rows, not the
+        ``[n, m]`` product (one elementwise pass over the logit matrix less, forward and backward)."""
+        if self.similarity.is_inner_product:
+            return (scale * q) @ k.T
+        return scale * self.similarity.pairwise(q, k)
+
     def _dist(self) -> tuple[int, int]:
         rank, world = dist_info()
         return (self.rank if self.rank is not None else rank, self.world_size if self.world_size is not None else world)
@@ -151,9 +158,9 @@ class ClipLoss(_ScaledContrastiveLoss):
             loss_ab = chunked_cross_entropy(qa, all_b, scale, targets, self.chunk_size)
             loss_ba = chunked_cross_entropy(qb, all_a, scale, targets, self.chunk_size)
         else:
-            logits_ab = scale * sim.pairwise(qa, all_b)
+            logits_ab = self._logits(qa, all_b, scale)
             # Inner products: one matmul when the block is square and symmetric in roles (single process or global).
-            logits_ba = logits_ab.T if (qa is all_a and sim.is_inner_product) else scale * sim.pairwise(qb, all_a)
+            logits_ba = logits_ab.T if (qa is all_a and sim.is_inner_product) else self._logits(qb, all_a, scale)
             loss_ab = F.cross_entropy(logits_ab, targets)
             loss_ba = F.cross_entropy(logits_ba, targets)
         return {"loss": 0.5 * (loss_ab + loss_ba), "logit_scale": scale.detach().squeeze()}
@@ -207,7 +214,7 @@ class SigLipLoss(_ScaledContrastiveLoss):
         if self.chunk_size is not None:
             loss = chunked_sigmoid_loss(a, keys, scale, self.logit_bias, offset, self.chunk_size)
         else:
-            logits = scale * self.similarity.pairwise(a, keys) + self.logit_bias
+            logits = self._logits(a, keys, scale) + self.logit_bias
             labels = -torch.ones_like(logits)
             idx = torch.arange(n, device=a.device)
             labels[idx, idx + offset] = 1.0
@@ -318,11 +325,11 @@ class MultiPositiveClipLoss(_ScaledContrastiveLoss):
             extra_cols = same.to(a.dtype) @ anchors > 0  # [M, B_tot]
             col_t = torch.where(extra_cols & (col_t == 0), w_loc[:, None].expand_as(col_t), col_t)
         row_t = row_t / row_t.sum(1, keepdim=True)
-        loss_rows = -(row_t * F.log_softmax(scale * sim.pairwise(a, all_b), dim=1)).sum()
+        loss_rows = -(row_t * F.log_softmax(self._logits(a, all_b, scale), dim=1)).sum()
         col_mass = col_t.sum(1)
         valid = col_mass > 0
         col_t = col_t / col_mass.clamp_min(1e-12)[:, None]
-        loss_cols = -((col_t * F.log_softmax(scale * sim.pairwise(b, all_a), dim=1)).sum(1) * valid).sum()
+        loss_cols = -((col_t * F.log_softmax(self._logits(b, all_a, scale), dim=1)).sum(1) * valid).sum()
         loss_ab = global_mean(loss_rows, torch.tensor(float(n)), rank, world, self.gather_fn)
         loss_ba = global_mean(loss_cols, valid.sum(), rank, world, self.gather_fn)
         return {"loss": 0.5 * (loss_ab + loss_ba), "logit_scale": scale.detach().squeeze()}

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import lightning as L
+import torch
 from torch.utils.data import ConcatDataset, DataLoader, Dataset, Sampler
 
 from vlp_core.data.collate import collate_batch
@@ -22,14 +23,24 @@ def collate_paired(samples: Sequence[dict[str, Any] | None]) -> dict[str, Any]:
 class ResumableDataLoader(DataLoader):
     """A DataLoader that resumes mid-epoch exactly: Lightning saves its ``state_dict`` in checkpoints.
 
-    It counts the batches handed out in the current epoch; after ``load_state_dict`` the next iteration of the same
-    epoch starts after them. With vlp's samplers (whose order depends only on seed and epoch) the skipped samples
-    are never loaded (``skip_once``); with any other sampler the skipped batches are drawn and discarded.
+    Its state is the number of batches *trained on* in the current epoch — read from the trainer's batch progress
+    when ``progress`` is set (the loader itself is one batch ahead: Lightning prefetches), else the batches handed
+    out. After ``load_state_dict`` the next iteration of the same epoch starts after them. With vlp's samplers (whose
+    order depends only on seed and epoch) the skipped samples are never loaded (``skip_once``); with any other
+    sampler the skipped batches are drawn and discarded.
+
+    Every iteration draws the workers' base seed from the loader's own generator, re-seeded from ``(seed, epoch)``:
+    a plain DataLoader draws it from the *global* torch RNG when its iterator is created, which shifts every later
+    dropout mask of a run resumed mid-epoch (its iterator is created at a different point of the RNG stream).
     """
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, seed: int = 0, **kwargs: Any) -> None:
+        if kwargs.get("generator") is None:
+            kwargs["generator"] = torch.Generator()
         super().__init__(*args, **kwargs)
+        self.seed = int(seed)
         self._yielded, self._resume = 0, None
+        self.progress: Any = None  # callable -> batches trained on in this epoch (set by PairedDataModule)
 
     def _epoch(self) -> int:
         return int(getattr(self.sampler, "epoch", 0))
@@ -40,6 +51,7 @@ class ResumableDataLoader(DataLoader):
             skip = int(self._resume["batches"])
         self._resume = None
         self._yielded = skip
+        self.generator.manual_seed(self.seed * 1_000_003 + self._epoch())
         discard = 0
         if skip and hasattr(self.sampler, "skip_once") and self.batch_size is not None:
             self.sampler.skip_once(skip * self.batch_size)
@@ -53,7 +65,8 @@ class ResumableDataLoader(DataLoader):
             yield batch
 
     def state_dict(self) -> dict[str, int]:
-        return {"epoch": self._epoch(), "batches": self._yielded}
+        done = self.progress() if self.progress is not None else self._yielded
+        return {"epoch": self._epoch(), "batches": int(done)}
 
     def load_state_dict(self, state: dict[str, int]) -> None:
         self._resume = dict(state)
@@ -117,8 +130,10 @@ class PairedDataModule(L.LightningDataModule):
             raise ValueError(f"training set has {n} samples, fewer than one batch of {self.batch_size}")
         if train and sampler is None:
             sampler = (EpochIndexSampler if self.epoch_index else EpochSeededSampler)(n, self.seed)
+        extra: dict[str, Any] = {"seed": self.seed} if train else {}
         return (ResumableDataLoader if train else DataLoader)(
             dataset,
+            **extra,
             batch_size=self.batch_size,
             sampler=sampler,
             drop_last=train,
@@ -128,7 +143,13 @@ class PairedDataModule(L.LightningDataModule):
         )
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_set, True)
+        loader = self._loader(self.train_set, True)
+        trainer = getattr(self, "trainer", None)
+        if trainer is not None and isinstance(loader, ResumableDataLoader):
+            # Batches whose optimisation step has run in this epoch (a checkpoint saved in on_train_batch_end
+            # includes the current batch; the loader has already prefetched the next one).
+            loader.progress = lambda: trainer.fit_loop.epoch_loop.batch_progress.current.processed
+        return loader
 
     def val_dataloader(self) -> DataLoader | list:
         # No validation set -> an empty list, which Lightning treats as "skip validation".
