@@ -26,7 +26,6 @@ __all__ = [
     "ResNet1d",
     "ViT1d",
     "MELP",
-    "build_melp",
     "resnet1d_tower",
     "vit1d_tower",
     "load_model",
@@ -406,11 +405,6 @@ class MELP(Pretrainer):
         cfg["class_path"] = f"{Pretrainer.__module__}.{Pretrainer.__qualname__}"
         cfg["init_args"] = {k: v for k, v in cfg["init_args"].items() if k in allowed}
         return cfg
-
-
-def build_melp(**kwargs: Any) -> MELP:
-    """Registry constructor for :class:`MELP` (same keyword arguments)."""
-    return MELP(**kwargs)
 
 
 def load_model(path: str, trust_code: bool = False) -> Pretrainer:
