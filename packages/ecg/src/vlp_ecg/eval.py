@@ -35,6 +35,10 @@ from vlp_core.eval import (
 __all__ = [
     "CLASS_PROMPTS",
     "DEFAULT_TEMPLATES",
+    "DESCRIPTIVE_PROMPTS",
+    "DESCRIPTIVE_TEMPLATES",
+    "PROMPT_SETS",
+    "prompt_set",
     "class_prompts",
     "encode_ecg",
     "format_table",
@@ -46,7 +50,8 @@ __all__ = [
 
 DEFAULT_TEMPLATES: tuple[str, ...] = ("{}", "ecg showing {}", "{} on the electrocardiogram", "the ecg shows {}")
 
-# Plain-English class descriptions (SCP codes and PTB-XL superclasses); the prompts are never report sentences.
+# Clinical class names (SCP codes and PTB-XL superclasses), as in MELP/MERL's CKEPE prompts. These are the standard
+# terms, so they DO occur in reports (synthetic and real); the descriptive set below is the one disjoint from them.
 CLASS_PROMPTS: dict[str, list[str]] = {
     "NORM": ["normal ecg", "normal electrocardiogram"],
     "SR": ["sinus rhythm", "normal sinus rhythm"],
@@ -66,6 +71,83 @@ CLASS_PROMPTS: dict[str, list[str]] = {
     "HYP": ["ventricular hypertrophy"],
     "_AVB": ["atrioventricular block"],
 }
+
+
+# Descriptive prompts written from diagnostic criteria (rate, regularity, atrial activity, AV delay, complex width
+# and shape, the segment after the complex) in lay and physiological words. None of their content words occurs in
+# any report the generator writes (``tests/test_eval_protocol.py`` checks it against
+# :func:`vlp_ecg.synth.report_vocabulary`), so a model can only score well by transferring meaning, not wording.
+DESCRIPTIVE_PROMPTS: dict[str, list[str]] = {
+    "NORM": [
+        "healthy heart recording showing nothing amiss",
+        "heart recording of a healthy person, all timings typical",
+    ],
+    "SR": [
+        "steady heartbeat from the natural pacemaker, sixty to one hundred per minute",
+        "evenly spaced heartbeats at an ordinary pace, each preceded by a small upright bump",
+    ],
+    "SBRAD": [
+        "slow steady heartbeat under sixty per minute",
+        "heart pacing slowly, fewer than sixty heartbeats each minute, evenly spaced",
+    ],
+    "STACH": [
+        "fast steady heartbeat above one hundred per minute",
+        "heart pacing quickly, more than one hundred heartbeats each minute, evenly spaced",
+    ],
+    "AFIB": [
+        "chaotic, totally uneven heartbeat spacing with a quivering line between heartbeats",
+        "haphazard heartbeat timing, small upright bump before each heartbeat absent, fine trembling undulation",
+    ],
+    "1AVB": [
+        "long delay between the small upright bump and the tall spike, over two hundred milliseconds",
+        "slowed transmission from upper to lower heart chambers, lengthened gap before each spike",
+    ],
+    "PVC": [
+        "early broad bizarre heartbeats arising from the lower chambers, followed by a compensatory pause",
+        "extra early heartbeats originating low in the heart, misshapen and broad",
+    ],
+    "CLBBB": [
+        "broad slurred M-shaped spikes over the lateral chest electrodes, deep downward spikes near the sternum",
+        "slowed activation of the leftward heart wall, broad notched spikes",
+    ],
+    "CRBBB": [
+        "broad spikes with a rabbit-ear double peak near the sternum and a slurred terminal dip laterally",
+        "slowed activation of the rightward heart wall, double-peaked spikes near the sternum",
+    ],
+    "STE_": [
+        "raised plateau after the spike, lifted above the isoelectric line, pointing to heart muscle damage",
+        "stretch between spike and recovery bump lifted above the flat line",
+    ],
+    "MI": ["dead heart muscle scar from a heart attack"],
+    "STTC": ["altered recovery phase of the heartbeat"],
+    "CD": ["impulse transmission disturbance inside the heart"],
+    "HYP": ["thickened enlarged heart chamber walls"],
+}
+# Templates for the descriptive set avoid report words too ("ecg" is one).
+DESCRIPTIVE_TEMPLATES: tuple[str, ...] = ("{}", "a heart recording showing {}", "electrocardiogram: {}")
+PROMPT_SETS: dict[str, tuple[dict[str, list[str]], tuple[str, ...]]] = {
+    "clinical": (CLASS_PROMPTS, DEFAULT_TEMPLATES),
+    "descriptive": (DESCRIPTIVE_PROMPTS, DESCRIPTIVE_TEMPLATES),
+}
+"""Named prompt sets: ``clinical`` (class names, as MELP/MERL-style CKEPE prompts) and ``descriptive`` (criteria
+wording disjoint from the training reports). Each is ``(prompts per class, templates)``."""
+
+
+def prompt_set(name: str, classes: Sequence[str], descriptions: dict[str, str] | None = None
+               ) -> tuple[dict[str, list[str]], tuple[str, ...]]:  # fmt: skip
+    """Prompts and templates of a named set for ``classes`` (see :data:`PROMPT_SETS`).
+
+    Raises:
+        KeyError: for an unknown set, or a class the descriptive set has no description for.
+    """
+    if name not in PROMPT_SETS:
+        raise KeyError(f"unknown prompt set {name!r}; available: {sorted(PROMPT_SETS)}")
+    if name == "clinical":
+        return class_prompts(classes, descriptions), DEFAULT_TEMPLATES
+    missing = [c for c in classes if c not in DESCRIPTIVE_PROMPTS]
+    if missing:
+        raise KeyError(f"the descriptive prompt set has no description of {missing}; use prompt_set='clinical'")
+    return {c: list(DESCRIPTIVE_PROMPTS[c]) for c in classes}, DESCRIPTIVE_TEMPLATES
 
 
 def class_prompts(classes: Sequence[str], descriptions: dict[str, str] | None = None) -> dict[str, list[str]]:
