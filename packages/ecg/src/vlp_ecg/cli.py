@@ -25,6 +25,9 @@ def prepare(
     bandpass: tuple[float, float] | None = None,
     notch: float | None = None,
     missing: str = "error",
+    nan: str = "interpolate",
+    max_nan_gap: float = 0.05,
+    max_nan_fraction: float = 0.01,
     skip_bad: bool = False,
     dtype: str = "float32",
     progress: bool = True,
@@ -44,19 +47,22 @@ def prepare(
         bandpass: optional (low, high) Hz band-pass.
         notch: optional mains notch (Hz).
         missing: error or zero (zero-fill absent leads with a lead mask).
+        nan: invalid (NaN) samples: interpolate (default; short gaps only), mask (mask the lead) or error.
+        max_nan_gap: longest repairable gap (s).
+        max_nan_fraction: largest repairable invalid share of a lead.
         skip_bad: skip and count bad records instead of stopping.
         dtype: float32 or float16.
         progress: progress bar.
     """
-    from vlp_ecg.datasets import LoadConfig, index_dataset, prepare_store
+    from vlp_ecg.datasets import LoadConfig, index_dataset, prepare_store, prepare_summary
 
     kwargs = {"sampling_rate": sampling_rate, "labels": labels, "text": text} if dataset == "ptbxl" else {}
     index = index_dataset(dataset, root, **kwargs)
     cfg = LoadConfig(target_fs=target_fs, duration=duration, expected_fs=expected_fs,
-                     bandpass=tuple(bandpass) if bandpass else None, notch=notch, missing=missing)  # fmt: skip
+                     bandpass=tuple(bandpass) if bandpass else None, notch=notch, missing=missing, nan=nan,
+                     max_nan_gap=max_nan_gap, max_nan_fraction=max_nan_fraction)  # fmt: skip
     meta = prepare_store(index, out, cfg, skip_bad=skip_bad, dtype=dtype, progress=progress)
-    print(f"prepared {meta['n']} records into {out}; skipped {meta['skipped']['n_skipped']} "
-          f"({meta['skipped']['by_type']})")  # fmt: skip
+    print(f"{prepare_summary(meta)} -> {out}")
     return meta
 
 

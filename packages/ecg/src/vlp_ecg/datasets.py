@@ -45,6 +45,7 @@ __all__ = [
     "manifest_index",
     "mimic_index",
     "prepare_store",
+    "prepare_summary",
     "ptbdb_index",
     "ptbxl_index",
     "split_sentences",
@@ -373,6 +374,11 @@ class LoadConfig:
         bandpass: ``(low, high)`` Hz or ``None``.
         notch: mains frequency or ``None``.
         missing / flat: see :func:`vlp_ecg.io.read_record`.
+        nan: invalid-sample policy (see :func:`vlp_ecg.io.read_record`). Default ``"interpolate"``: gaps of at
+            most ``max_nan_gap`` s (50 ms) in a lead with at most ``max_nan_fraction`` (1 %) invalid samples are
+            linearly interpolated and counted; a record beyond that raises (skipped and counted with
+            ``skip_bad``). ``"mask"`` masks such a lead instead; ``"error"`` refuses any invalid sample.
+        max_nan_gap / max_nan_fraction: the repair limits.
     """
 
     leads: Sequence[str] = STANDARD_LEADS
@@ -383,6 +389,9 @@ class LoadConfig:
     notch: float | None = None
     missing: str = "error"
     flat: str = "error"
+    nan: str = "interpolate"
+    max_nan_gap: float = 0.05
+    max_nan_fraction: float = 0.01
 
     def pipeline(self) -> Compose:
         ts: list = []
@@ -405,13 +414,15 @@ def load_sample(path: str, text: str, key: str, cfg: LoadConfig, log_name: str |
     if not isinstance(text, str) or not text.strip():
         raise ECGBadInputError(f"{name}: empty report text (record key {key})")
     try:
-        rec = read_record(path, cfg.leads, missing=cfg.missing, flat=cfg.flat, expected_fs=cfg.expected_fs)
+        rec = read_record(path, cfg.leads, missing=cfg.missing, flat=cfg.flat, expected_fs=cfg.expected_fs,
+                          nan=cfg.nan, max_nan_gap=cfg.max_nan_gap, max_nan_fraction=cfg.max_nan_fraction)  # fmt: skip
     except ECGBadInputError as exc:
         if log_name is None:
             raise
-        raise ECGBadInputError(str(exc).replace(str(path), log_name)) from None
+        raise type(exc)(str(exc).replace(str(path), log_name)) from None
     sample = {"ecg": rec.signal, "fs": rec.fs, "lead_mask": rec.lead_mask}
     sample = cfg.pipeline()(sample)
+    sample["nan"] = rec.meta.get("nan", {"interpolated": {}, "masked": []})
     return sample
 
 
@@ -488,6 +499,7 @@ def prepare_store(
     rpeaks = np.full((n_all, max_beats), -1, dtype=np.int32)
     policy = SkipPolicy(skip_bad=skip_bad, catch=(BadInputError, OSError), name=f"{index.name} records")
     kept = []
+    repairs = {"records_interpolated": 0, "samples_interpolated": 0, "records_masked": 0, "leads_masked": 0}
     j = 0
     for i in tqdm(range(n_all), desc=f"prepare {index.name}", disable=not progress):
         row = frame.iloc[i]
@@ -495,6 +507,12 @@ def prepare_store(
             s = load_sample(row["path"], row["text"], row["key"], cfg, _log_name(row))
         if g.skipped:
             continue
+        if s["nan"]["interpolated"]:
+            repairs["records_interpolated"] += 1
+            repairs["samples_interpolated"] += int(sum(s["nan"]["interpolated"].values()))
+        if s["nan"]["masked"]:
+            repairs["records_masked"] += 1
+            repairs["leads_masked"] += len(s["nan"]["masked"])
         sig[j] = s["ecg"].astype(dtype)
         lead_mask[j] = s["lead_mask"]
         valid_len[j] = int(s["ecg_mask"].sum())
@@ -522,10 +540,30 @@ def prepare_store(
         "source": index.name,
         "classes": index.classes,
         "info": index.info,
+        "nan_policy": {"nan": cfg.nan, "max_nan_gap": cfg.max_nan_gap, "max_nan_fraction": cfg.max_nan_fraction},
+        "repairs": repairs,
         "skipped": policy.report(),
     }
     (out / "store.json").write_text(json.dumps(meta, indent=2))
     return meta
+
+
+def prepare_summary(meta: dict[str, Any]) -> str:
+    """The one-line outcome of :func:`prepare_store`: records kept, repaired (invalid samples interpolated), with
+    masked leads, and skipped with the reason types, e.g. ``"prepared 980 records: 12 repaired (37 invalid samples
+    interpolated), 3 with masked leads (3 leads), 5 skipped (ECGInvalidSamplesError: 4, ECGBadInputError: 1)"``."""
+    rep = meta.get("repairs", {})
+    sk = meta.get("skipped", {})
+    by_type = ", ".join(f"{k}: {v}" for k, v in sk.get("by_type", {}).items())
+    pol = meta.get("nan_policy", {})
+    return (
+        f"prepared {meta['n']} records: {rep.get('records_interpolated', 0)} repaired "
+        f"({rep.get('samples_interpolated', 0)} invalid samples interpolated), {rep.get('records_masked', 0)} with "
+        f"masked leads ({rep.get('leads_masked', 0)} leads), {sk.get('n_skipped', 0)} skipped"
+        + (f" ({by_type})" if by_type else "")
+        + (f"; nan policy {pol.get('nan')} (gap <= {pol.get('max_nan_gap')} s, <= {pol.get('max_nan_fraction')})"
+           if pol else "")
+    )  # fmt: skip
 
 
 class ECGTextDataset(Dataset):
@@ -665,6 +703,7 @@ class ECGDataModule(PairedDataModule):
         max_beats: R peaks per record.
         batch_size / num_workers / seed: loader settings.
         missing / flat: lead policies for WFDB sources (see :func:`vlp_ecg.io.read_record`).
+        nan / max_nan_gap / max_nan_fraction: invalid-sample policy for WFDB sources (see :class:`LoadConfig`).
     """
 
     def __init__(
@@ -688,6 +727,9 @@ class ECGDataModule(PairedDataModule):
         seed: int = 0,
         missing: str = "error",
         flat: str = "error",
+        nan: str = "interpolate",
+        max_nan_gap: float = 0.05,
+        max_nan_fraction: float = 0.01,
     ) -> None:
         super().__init__(batch_size=batch_size, num_workers=num_workers, seed=seed)
         if store is None and root is None:
@@ -695,7 +737,7 @@ class ECGDataModule(PairedDataModule):
         self.dataset, self.root, self.store = dataset, root, store
         self.sampling_rate, self.label_level, self.text = sampling_rate, labels, text
         self.cfg = LoadConfig(target_fs=target_fs, duration=duration, expected_fs=expected_fs, missing=missing,
-                              flat=flat)  # fmt: skip
+                              flat=flat, nan=nan, max_nan_gap=max_nan_gap, max_nan_fraction=max_nan_fraction)  # fmt: skip
         self.normalize, self.augment, self.lead_mask_p = normalize, augment, lead_mask_p
         self.skip_bad, self.max_beats = skip_bad, max_beats
 
