@@ -268,3 +268,18 @@ def test_prepare_counts_repaired_masked_and_skipped_nan_records(tmp_path: Path, 
     assert store.lead_mask[2].tolist() == [i != 7 for i in range(12)]
     assert np.isfinite(np.asarray(store.signals)).all()
     assert "1 with masked leads (1 leads), 0 skipped" in capsys.readouterr().out
+
+
+def test_fit_refuses_model_fs_different_from_store(fake_store: Path) -> None:
+    import lightning as L
+
+    from vlp_ecg.datasets import ECGDataModule
+    from vlp_ecg.models import MELP
+
+    dm = ECGDataModule(store=str(fake_store), batch_size=8)
+    dm.setup("fit")  # set up by hand first (as the demo does): the check still runs when the trainer sets up
+    model = MELP(size="tiny", fs=500.0, embed_dim=16, token_dim=16, text_max_length=16, weights={"token": 0})
+    trainer = L.Trainer(accelerator="cpu", max_steps=1, logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False)  # fmt: skip
+    with pytest.raises(ValueError, match=r"expects 500 Hz but the store .* is at 100 Hz"):
+        trainer.fit(model, datamodule=dm)

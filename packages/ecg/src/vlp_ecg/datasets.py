@@ -743,6 +743,7 @@ class ECGDataModule(PairedDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is not None:
+            self._check_model_fs()  # also when set up earlier by hand, before the trainer attached the model
             return
         if self.store is not None:
             source: ECGStore | ECGIndex = ECGStore(self.store)
@@ -756,6 +757,23 @@ class ECGDataModule(PairedDataModule):
                                         seed=self.seed, **common)  # fmt: skip
         self.val_set = ECGTextDataset(source, "val", **common) if (source_has(source, "val")) else None
         self.test_set = ECGTextDataset(source, "test", **common) if (source_has(source, "test")) else None
+        self.data_fs = source.fs if isinstance(source, ECGStore) else float(self.cfg.target_fs)
+        self._check_model_fs()
+
+    def _check_model_fs(self) -> None:
+        """Refuse to train when the model's ECG tower expects another rate than the data provides (beat windows and
+        receptive fields are in samples, so a 500 Hz store fed to a 100 Hz model trains silently wrong)."""
+        trainer = getattr(self, "trainer", None)
+        model = getattr(trainer, "lightning_module", None) if trainer is not None else None
+        towers = getattr(model, "towers", None)
+        tower = towers["ecg"] if towers is not None and "ecg" in towers else None
+        model_fs = getattr(tower, "fs", None)
+        if model_fs is not None and abs(float(model_fs) - self.data_fs) > 1e-6:
+            where = f"store {self.store}" if self.store is not None else "target_fs of the data module"
+            raise ValueError(
+                f"the model's ECG tower expects {float(model_fs):g} Hz but the {where} is at {self.data_fs:g} Hz; "
+                "set model fs (e.g. --model.init_args.fs) to the data rate or prepare the store at the model's rate"
+            )
 
     def collate(self, samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
         return collate_ecg(samples)

@@ -20,7 +20,7 @@ DEMO_SCALES: dict[str, dict[str, Any]] = {
     "small": {"n_records": 2400, "max_steps": 330, "time_limit_s": 170.0, "size": "tiny", "batch_size": 64},
     "large": {"n_records": 8000, "max_steps": 3000, "time_limit_s": 1800.0, "size": "small", "batch_size": 128},
 }
-DATA_VERSION = "v1"
+DATA_VERSION = "v2"  # v2: realistic reports (measurement lines, negations, hedges)
 
 
 def prepare_demo_data(data_dir: Path, n_records: int, seed: int, progress: bool = True) -> Path:
