@@ -223,7 +223,11 @@ def ptbxl_index(
             report = ". ".join(descs)
         rows.append({"key": str(ecg_id), "path": str(root / r[col]), "text": clean_report(report), "labels": labs,
                      "split": split, "strat_fold": fold})  # fmt: skip
-    return _finish(pd.DataFrame(rows), "ptbxl", {"labels": labels, "sampling_rate": sampling_rate, "fs": sampling_rate})
+    return _finish(
+        pd.DataFrame(rows),
+        "ptbxl",
+        {"labels": labels, "sampling_rate": sampling_rate, "fs": sampling_rate, "text": text},
+    )
 
 
 # ---------------------------------------------------------------------------------------------------- MIMIC
@@ -580,6 +584,8 @@ class ECGTextDataset(Dataset):
         seed: augmentation seed (the draw depends on seed, epoch and index only).
         skip_bad: WFDB sources only: return ``None`` for a bad record (dropped by the collate, counted in
             :attr:`policy`) instead of raising.
+        shuffle_pairs: control experiments only: pair each ECG with the report of another record of the split
+            (a fixed seeded permutation), so nothing about the ECG is in its text.
     """
 
     def __init__(
@@ -594,6 +600,7 @@ class ECGTextDataset(Dataset):
         max_beats: int = 40,
         seed: int = 0,
         skip_bad: bool = False,
+        shuffle_pairs: bool = False,
     ) -> None:
         self.source = source
         self.cfg = cfg or LoadConfig()
@@ -601,6 +608,9 @@ class ECGTextDataset(Dataset):
         rows = np.arange(len(frame)) if split is None else np.flatnonzero((frame["split"] == split).to_numpy())
         self.rows = rows
         self.frame = frame.iloc[rows].reset_index(drop=True)
+        if shuffle_pairs:
+            perm = np.random.default_rng(seed + 7919).permutation(len(self.frame))
+            self.frame["text"] = self.frame["text"].to_numpy()[perm]
         self.classes = list(classes if classes is not None else source.classes)
         self.labels = labels_to_matrix(list(self.frame["labels"]), self.classes)
         self.augment = build_transforms(augment, seed) if augment else None
@@ -679,28 +689,29 @@ def collate_ecg(samples: Sequence[dict[str, Any] | None]) -> dict[str, Any]:
 class ECGDataModule(PairedDataModule):
     """Lightning data module for ECG-report pretraining.
 
-    Args:
-        dataset: ``ptbxl``, ``mimic``, ``ptbdb`` or ``manifest`` (ignored when ``store`` is given).
-        root: dataset folder (manifest file for ``manifest``).
-        store: a prepared store folder (``vlp-ecg prepare``); preferred for training.
-        sampling_rate: PTB-XL ``records100`` or ``records500``.
-        labels: PTB-XL label level.
-        text: PTB-XL text source (``report`` or ``statements``).
-        target_fs: model input rate (Hz).
-        duration: model input length (s).
-        expected_fs: reject records at another rate.
-        normalize: normalisation mode.
-        augment: training augmentation specs (see :func:`vlp_ecg.transforms.build_transforms`).
-        lead_mask_p: training random lead masking probability.
-        skip_bad: skip (and count) bad records.
-        max_beats: R peaks per record.
-        batch_size / num_workers / seed: loader settings.
-        missing / flat: lead policies for WFDB sources (see :func:`vlp_ecg.io.read_record`).
-        nan / max_nan_gap / max_nan_fraction: invalid-sample policy for WFDB sources (see :class:`LoadConfig`).
+        Args:
+            dataset: ``ptbxl``, ``mimic``, ``ptbdb`` or ``manifest`` (ignored when ``store`` is given).
+            root: dataset folder (manifest file for ``manifest``).
+            store: a prepared store folder (``vlp-ecg prepare``); preferred for training.
+            sampling_rate: PTB-XL ``records100`` or ``records500``.
+            labels: PTB-XL label level.
+            text: PTB-XL text source (``report`` or ``statements``).
+            target_fs: model input rate (Hz).
+            duration: model input length (s).
+            expected_fs: reject records at another rate.
+            normalize: normalisation mode.
+            augment: training augmentation specs (see :func:`vlp_ecg.transforms.build_transforms`).
+            lead_mask_p: training random lead masking probability.
+            skip_bad: skip (and count) bad records.
+            max_beats: R peaks per record.
+            batch_size / num_workers / seed: loader settings.
+            missing / flat: lead policies for WFDB sources (see :func:`vlp_ecg.io.read_record`).
+            nan / max_nan_gap / max_nan_fraction: invalid-sample policy for WFDB sources (see :class:`LoadConfig`).
+            shuffle_pairs: control runs only: train on ECGs paired with other records' reports.
 
-    Training items are drawn as ``(epoch, index)`` (core's :class:`~vlp_core.training.EpochIndexSampler`), so
-    augmentation depends on ``(seed, epoch, index)`` only, also inside persistent workers.
->>>>>>> main
+        Training items are drawn as ``(epoch, index)`` (core's :class:`~vlp_core.training.EpochIndexSampler`), so
+        augmentation depends on ``(seed, epoch, index)`` only, also inside persistent workers.
+    >>>>>>> main
     """
 
     epoch_index = True
@@ -729,8 +740,10 @@ class ECGDataModule(PairedDataModule):
         nan: str = "interpolate",
         max_nan_gap: float = 0.05,
         max_nan_fraction: float = 0.01,
+        shuffle_pairs: bool = False,
     ) -> None:
         super().__init__(batch_size=batch_size, num_workers=num_workers, seed=seed)
+        self.shuffle_pairs = shuffle_pairs
         if store is None and root is None:
             raise ValueError("ECGDataModule needs a prepared `store` or a dataset `root`")
         self.dataset, self.root, self.store = dataset, root, store
@@ -753,7 +766,7 @@ class ECGDataModule(PairedDataModule):
             source = index_dataset(self.dataset, self.root, **kwargs)
         common = {"normalize": self.normalize, "max_beats": self.max_beats, "cfg": self.cfg, "skip_bad": self.skip_bad}
         self.train_set = ECGTextDataset(source, "train", augment=self.augment, lead_mask_p=self.lead_mask_p,
-                                        seed=self.seed, **common)  # fmt: skip
+                                        seed=self.seed, shuffle_pairs=self.shuffle_pairs, **common)  # fmt: skip
         self.val_set = ECGTextDataset(source, "val", **common) if (source_has(source, "val")) else None
         self.test_set = ECGTextDataset(source, "test", **common) if (source_has(source, "test")) else None
         self.data_fs = source.fs if isinstance(source, ECGStore) else float(self.cfg.target_fs)

@@ -34,6 +34,12 @@ from vlp_core.eval import (
 )
 
 __all__ = [
+    "EXCLUSIVE_RHYTHMS",
+    "LabelTextLeakageError",
+    "check_label_text",
+    "evaluate_model",
+    "format_suite",
+    "random_encoder_control",
     "CLASS_PROMPTS",
     "DEFAULT_TEMPLATES",
     "DESCRIPTIVE_PROMPTS",
@@ -338,3 +344,112 @@ def write_results(result: dict[str, Any] | pd.DataFrame, out_dir: str | os.PathL
         pd.DataFrame(rows).to_csv(out / f"{name}.csv", index=False)
         (out / f"{name}.json").write_text(json.dumps(result, indent=2, default=float))
     return [out / f"{name}.json", out / f"{name}.csv"]
+
+
+# ------------------------------------------------------------------------------------------- one protocol for all
+EXCLUSIVE_RHYTHMS: tuple[str, ...] = ("SR", "SBRAD", "STACH", "AFIB", "AFLT")
+"""Rhythm classes scored as one mutually exclusive group (softmax over their prompts at the learned scale)."""
+
+
+class LabelTextLeakageError(RuntimeError):
+    """Zero-shot asked on a model/store whose pretraining text was written from the very label statements used as
+    prompts (PTB-XL ``text="statements"``): that is supervised classification, not zero-shot."""
+
+
+def check_label_text(text_source: str | None, allow_label_text: bool = False) -> bool:
+    """Leakage guard. Returns True when the evaluation is genuinely zero-shot.
+
+    Args:
+        text_source: how the pretraining text was built (``"report"``, ``"statements"``, ``None`` = unknown).
+        allow_label_text: evaluate anyway; the result is then labelled as *not* zero-shot.
+
+    Raises:
+        LabelTextLeakageError: ``text_source == "statements"`` without ``allow_label_text``.
+    """
+    if text_source != "statements":
+        return True
+    if not allow_label_text:
+        raise LabelTextLeakageError(
+            "refusing zero-shot: the pretraining text was built from the SCP statement descriptions of each record's "
+            "own labels (text='statements'), and the prompts are those same descriptions, so the score measures "
+            "supervised classification, not zero-shot transfer. Pretrain on free-text reports (text='report'), or "
+            "pass --allow_label_text true to get the number labelled as NOT zero-shot."
+        )
+    return False
+
+
+def rhythm_groups(classes: Sequence[str]) -> list[list[str]]:
+    """The mutually exclusive rhythm group among ``classes`` (empty when fewer than two rhythms are evaluated)."""
+    group = [c for c in classes if c in EXCLUSIVE_RHYTHMS]
+    return [group] if len(group) > 1 else []
+
+
+def evaluate_model(
+    model: Any,
+    test_set: Dataset,
+    classes: Sequence[str],
+    prompt_sets: Sequence[str] = ("clinical", "descriptive"),
+    descriptions: dict[str, str] | None = None,
+    n_boot: int = 1000,
+    min_positives: int = 10,
+    seed: int = 0,
+    batch_size: int = 128,
+    progress: bool = False,
+) -> dict[str, dict[str, Any]]:
+    """The zero-shot protocol shared by ``vlp-ecg zeroshot``, the demo, its controls and the ablation.
+
+    Same settings everywhere: prompt x template ensembles of each named prompt set, the rhythm classes among
+    ``classes`` scored as one exclusive group (:data:`EXCLUSIVE_RHYTHMS`), every other class by cosine, per-class
+    and macro AUROC with percentile-bootstrap 95 % CIs. Prompt sets lacking a class are skipped (recorded under
+    ``"skipped_prompt_sets"`` of the first result).
+
+    Returns:
+        ``{prompt set name: zeroshot_evaluate result}``.
+    """
+    out: dict[str, dict[str, Any]] = {}
+    for name in prompt_sets:
+        try:
+            prompts, templates = prompt_set(name, classes, descriptions)
+        except KeyError:
+            continue
+        out[name] = zeroshot_evaluate(model, test_set, list(classes), prompts=prompts, templates=templates,
+                                      n_boot=n_boot, min_positives=min_positives, seed=seed, batch_size=batch_size,
+                                      progress=progress, exclusive_groups=rhythm_groups(classes))  # fmt: skip
+        out[name]["prompt_set"] = name
+    return out
+
+
+def random_encoder_control(model: Any, seed: int = 0) -> Any:
+    """A copy of ``model`` whose ECG tower is re-initialised at random (text tower and projections kept): the
+    zero-shot score of this control must be near 0.5, otherwise labels leak through something other than the
+    ECG encoder."""
+    import copy
+
+    control = copy.deepcopy(model)
+    gen_state = torch.random.get_rng_state()
+    torch.manual_seed(seed)
+    for m in control.towers["ecg"].modules():
+        if m is not control.towers["ecg"] and hasattr(m, "reset_parameters"):
+            m.reset_parameters()
+    torch.random.set_rng_state(gen_state)
+    return control
+
+
+def format_suite(rows: Sequence[dict[str, Any]]) -> str:
+    """Markdown table of evaluation rows ``{"model", "evaluation", "macro", "low", "high", "min_class", "note"}``."""
+    lines = ["| model | evaluation | macro AUROC | 95 % CI | weakest class | note |", "|---|---|---|---|---|---|"]
+    for r in rows:
+        ci = f"[{r['low']:.3f}, {r['high']:.3f}]" if not math.isnan(r.get("low", math.nan)) else "-"
+        weak = r.get("min_class") or "-"
+        lines.append(f"| {r['model']} | {r['evaluation']} | {r['macro']:.3f} | {ci} | {weak} | {r.get('note', '')} |")
+    return "\n".join(lines)
+
+
+def suite_row(model_name: str, res: dict[str, Any], note: str = "") -> dict[str, Any]:
+    """One :func:`format_suite` row from a :func:`zeroshot_evaluate` result."""
+    per = {c: e["auroc"] for c, e in res["per_class"].items() if c not in res["excluded"]}
+    worst = min(per, key=per.get) if per else None
+    return {"model": model_name, "evaluation": f"zero-shot, {res.get('prompt_set', 'prompts')} prompts",
+            "macro": res["macro_auroc"], "low": res["macro_ci"][0], "high": res["macro_ci"][1],
+            "min_class": f"{worst} {per[worst]:.3f}" if worst else None, "min_auroc": per[worst] if worst else math.nan,
+            "note": note}  # fmt: skip
