@@ -77,3 +77,60 @@ def test_mimic_measurement_columns(tmp_path) -> None:
     mm = pd.read_csv(root / "machine_measurements.csv")
     assert (mm["qrs_end"] - mm["qrs_onset"]).between(70, 170).all()
     assert ((mm["p_onset"] == 29999) == (mm["p_axis"] == 29999)).all()
+
+
+def test_leakage_guard_refuses_statement_text(fake_ptbxl, tmp_path) -> None:
+    import pytest
+
+    from vlp_ecg.cli import prepare, zeroshot
+    from vlp_ecg.eval import LabelTextLeakageError, check_label_text
+    from vlp_ecg.models import MELP
+
+    assert check_label_text("report") is True and check_label_text(None) is True
+    with pytest.raises(LabelTextLeakageError, match="supervised classification, not zero-shot"):
+        check_label_text("statements")
+    assert check_label_text("statements", allow_label_text=True) is False
+    store = tmp_path / "stmt_store"
+    prepare("ptbxl", str(fake_ptbxl), str(store), labels="all", text="statements", progress=False)
+    model = MELP(size="tiny", embed_dim=16, token_dim=16, text_max_length=16, weights={"token": 0, "beat": 0})
+    model.save_pretrained(tmp_path / "m")
+    with pytest.raises(LabelTextLeakageError):  # the store remembers how its text was built
+        zeroshot(str(tmp_path / "m"), store=str(store), classes=["AFIB", "CLBBB"], n_boot=0, out=str(tmp_path / "z"))
+    res = zeroshot(str(tmp_path / "m"), store=str(store), classes=["AFIB", "CLBBB"], n_boot=0, allow_label_text=True,
+                   out=str(tmp_path / "z"))  # fmt: skip
+    assert res["zero_shot"] is False and "NOT zero-shot" in res["warning"]
+    assert '"zero_shot": false' in (tmp_path / "z" / "zeroshot.json").read_text()
+
+
+def test_shared_evaluation_controls_and_shuffled_pairs(fake_store) -> None:
+    import pytest
+    import torch
+
+    from vlp_ecg.datasets import ECGStore, ECGTextDataset
+    from vlp_ecg.eval import evaluate_model, prompt_set, random_encoder_control, rhythm_groups
+    from vlp_ecg.models import MELP
+
+    torch.manual_seed(0)
+    model = MELP(size="tiny", embed_dim=16, token_dim=16, text_max_length=16, weights={"token": 0, "beat": 0})
+    test = ECGTextDataset(ECGStore(fake_store), "test")
+    res = evaluate_model(model, test, ["SR", "AFIB", "CLBBB"], n_boot=20)
+    assert set(res) == {"clinical", "descriptive"} and res["descriptive"]["prompt_set"] == "descriptive"
+    assert rhythm_groups(["SR", "AFIB", "CLBBB"]) == [["SR", "AFIB"]] and rhythm_groups(["SR", "PVC"]) == []
+    # The descriptive set never guesses a description it does not have (evaluate_model then skips the set).
+    with pytest.raises(KeyError, match="no description of"):
+        prompt_set("descriptive", ["SR", "XYZ"])
+    assert prompt_set("clinical", ["SR", "XYZ"])[0]["XYZ"] == ["xyz"]
+    ctrl = random_encoder_control(model, seed=1)
+    x = torch.randn(2, 12, 1000)
+    model.eval(), ctrl.eval()
+    with torch.no_grad():
+        assert not torch.allclose(ctrl.towers["ecg"](x).embedding, model.towers["ecg"](x).embedding)
+        assert torch.equal(
+            ctrl.towers["text"](["sinus rhythm"]).embedding, model.towers["text"](["sinus rhythm"]).embedding
+        )
+    # Shuffled pairs: same ECGs and the same multiset of reports, but no report stays with its own ECG.
+    plain = ECGTextDataset(ECGStore(fake_store), "train")
+    shuf = ECGTextDataset(ECGStore(fake_store), "train", shuffle_pairs=True)
+    assert sorted(plain.frame["text"]) == sorted(shuf.frame["text"])
+    assert (plain.frame["text"] == shuf.frame["text"]).mean() < 0.1
+    assert torch.equal(plain[3]["ecg"]["signal"], shuf[3]["ecg"]["signal"])
