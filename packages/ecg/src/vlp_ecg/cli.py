@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["ablate", "demo", "main", "plot", "prepare", "probe", "zeroshot"]
+__all__ = ["ablate", "benchmark", "demo", "main", "plot", "prepare", "probe", "zeroshot"]
 
 
 def prepare(
@@ -294,6 +294,50 @@ def ablate(
     pd.DataFrame(rows).to_csv(Path(out) / "ablation.csv", index=False)
     print(table)
     return rows
+
+
+def benchmark(
+    ckpt: str | None = None,
+    root: str | None = None,
+    sampling_rate: int = 500,
+    duration: float = 10.0,
+    tasks: list[str] = ["superclass", "subclass", "form", "rhythm"],  # noqa: B006 - jsonargparse needs a literal
+    fractions: list[float] = [0.01, 0.1, 1.0],  # noqa: B006
+    seeds: list[int] = [0, 1, 2],  # noqa: B006
+    n_boot: int = 1000,
+    skip_bad: bool = False,
+    text: str = "report",
+    allow_label_text: bool = False,
+    out: str = "benchmark_results",
+) -> Any:
+    """PTB-XL benchmark: zero-shot on superclass/subclass/form/rhythm (fold 10) and linear probe 1/10/100 % (folds
+    1-8, selection on fold 9), in MERL/MELP's table layout with their published numbers.
+
+    Args:
+        ckpt: save_pretrained folder or Lightning .ckpt (required).
+        root: PTB-XL folder.
+        sampling_rate: records100 or records500.
+        duration: input length (s).
+        tasks: label levels.
+        fractions: probe training fractions.
+        seeds: probe subset seeds.
+        n_boot: bootstrap replicates.
+        skip_bad: skip and count bad records.
+        text: how the model's pretraining text was built (statements is refused unless allow_label_text).
+        allow_label_text: evaluate anyway, labelled NOT zero-shot.
+        out: output folder (benchmark.md, benchmark.csv).
+    """
+    from vlp_ecg.benchmark import ptbxl_benchmark
+
+    if root is None:
+        raise SystemExit("vlp-ecg benchmark: --root (the PTB-XL folder) is required")
+    frame, table = ptbxl_benchmark(_require_ckpt(ckpt), root, sampling_rate, duration, tuple(tasks), tuple(fractions),
+                                   tuple(seeds), n_boot, skip_bad, text, allow_label_text)  # fmt: skip
+    Path(out).mkdir(parents=True, exist_ok=True)
+    (Path(out) / "benchmark.md").write_text(table + "\n")
+    frame.to_csv(Path(out) / "benchmark.csv", index=False)
+    print(table)
+    return frame
 
 
 def main(argv: Sequence[str] | None = None) -> Any:
