@@ -7,11 +7,13 @@ from importlib.resources import files
 from pathlib import Path
 
 import pandas as pd
+import pytest
 
 from vlp_ecg.cli import benchmark, main, prepare
 from vlp_ecg.synth import make_fake_ptbxl
 
 
+@pytest.mark.slow  # minutes on a shared 2-core machine: runs in the CI slow job
 def test_ptbxl_500hz_recipe_end_to_end(tmp_path: Path) -> None:
     root = make_fake_ptbxl(tmp_path / "ptb-xl", 300, rates=(500,), duration=2.5, seed=4)
     store = tmp_path / "ptbxl_store500"

@@ -355,6 +355,7 @@ def main(argv: Sequence[str] | None = None) -> Any:
             "plot": plot,
             "demo": demo,
             "ablate": ablate,
+            "benchmark": benchmark,
         },
         model_class=MELP,
         datamodule_class=ECGDataModule,
