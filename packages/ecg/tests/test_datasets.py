@@ -102,7 +102,8 @@ def test_mimic_index_joins_reports_and_missing_codes(tmp_path: Path) -> None:
         m = mm[mm["study_id"] == int(row["key"])].iloc[0]
         parts = [m[f"report_{j}"] for j in range(18) if isinstance(m[f"report_{j}"], str)]
         assert row["text"] == clean_report(". ".join(parts))
-        assert np.isnan(row["p_axis"])  # 29999 -> missing
+        assert np.isnan(row["p_axis"]) == (m["p_axis"] == 29999)  # 29999 -> missing
+    assert idx.frame["qrs_axis"].notna().all()
     assert set(idx.frame["split"]) <= {"train", "val", "test"}
     ds = ECGTextDataset(idx, None, cfg=LoadConfig(target_fs=100.0))
     assert ds[0]["ecg"]["signal"].shape == (12, 1000)
@@ -226,3 +227,59 @@ def test_datamodule_augmentation_depends_on_epoch_not_worker_state(fake_store: P
     key = sorted(e0)[0]
     np.testing.assert_array_equal(e0[key], e0_again[key])  # same (seed, epoch, index) -> same draw
     assert not np.array_equal(e0[key], e1[key])  # a new epoch -> new augmentation
+
+
+def test_prepare_counts_repaired_masked_and_skipped_nan_records(tmp_path: Path, capsys) -> None:
+    import wfdb
+
+    from vlp_ecg.cli import prepare
+    from vlp_ecg.synth import synthesize_ecg
+
+    root = tmp_path / "tree"
+    rows = []
+    for k, kind in enumerate(["clean", "three_nan", "long_gap", "clean"]):
+        sig = synthesize_ecg(["SR"], fs=100, duration=10.0, seed=k).signal.astype(np.float64)
+        if kind == "three_nan":
+            sig[1, 300:303] = np.nan
+        if kind == "long_gap":
+            sig[7, 200:230] = np.nan  # 300 ms
+        fn = f"records100/00000/{k + 1:05d}_lr"
+        (root / fn).parent.mkdir(parents=True, exist_ok=True)
+        wfdb.wrsamp(Path(fn).name, fs=100, units=["mV"] * 12, sig_name=list(STANDARD_LEADS), p_signal=sig.T,
+                    fmt=["16"] * 12, adc_gain=[1000] * 12, baseline=[0] * 12, write_dir=str((root / fn).parent))  # fmt: skip
+        rows.append({"ecg_id": k + 1, "scp_codes": "{'SR': 0.0}", "strat_fold": 1, "filename_lr": fn,
+                     "filename_hr": fn, "report": "sinus rhythm"})  # fmt: skip
+    pd.DataFrame(rows).set_index("ecg_id").to_csv(root / "ptbxl_database.csv")
+    pd.DataFrame({"description": ["sinus rhythm"], "diagnostic": [None], "form": [None], "rhythm": [1.0],
+                  "diagnostic_class": [None], "diagnostic_subclass": [None]}, index=["SR"]).to_csv(
+        root / "scp_statements.csv")  # fmt: skip
+    with pytest.raises(ECGBadInputError, match=r"00003_lr: lead V2 has 30 invalid"):
+        prepare("ptbxl", str(root), str(tmp_path / "strict"), labels="rhythm", progress=False)
+    meta = prepare("ptbxl", str(root), str(tmp_path / "s1"), labels="rhythm", skip_bad=True, progress=False)
+    assert meta["n"] == 3 and meta["repairs"]["records_interpolated"] == 1
+    assert meta["repairs"]["samples_interpolated"] == 3
+    assert meta["skipped"]["by_type"] == {"ECGInvalidSamplesError": 1} and meta["skipped"]["keys"] == ["3"]
+    line = capsys.readouterr().out
+    assert "prepared 3 records: 1 repaired (3 invalid samples interpolated), 0 with masked leads" in line
+    assert "1 skipped (ECGInvalidSamplesError: 1)" in line
+    masked = prepare("ptbxl", str(root), str(tmp_path / "s2"), labels="rhythm", nan="mask", progress=False)
+    assert masked["n"] == 4 and masked["repairs"]["records_masked"] == 1
+    store = ECGStore(tmp_path / "s2")
+    assert store.lead_mask[2].tolist() == [i != 7 for i in range(12)]
+    assert np.isfinite(np.asarray(store.signals)).all()
+    assert "1 with masked leads (1 leads), 0 skipped" in capsys.readouterr().out
+
+
+def test_fit_refuses_model_fs_different_from_store(fake_store: Path) -> None:
+    import lightning as L
+
+    from vlp_ecg.datasets import ECGDataModule
+    from vlp_ecg.models import MELP
+
+    dm = ECGDataModule(store=str(fake_store), batch_size=8)
+    dm.setup("fit")  # set up by hand first (as the demo does): the check still runs when the trainer sets up
+    model = MELP(size="tiny", fs=500.0, embed_dim=16, token_dim=16, text_max_length=16, weights={"token": 0})
+    trainer = L.Trainer(accelerator="cpu", max_steps=1, logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False)  # fmt: skip
+    with pytest.raises(ValueError, match=r"expects 500 Hz but the store .* is at 100 Hz"):
+        trainer.fit(model, datamodule=dm)

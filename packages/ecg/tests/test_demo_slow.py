@@ -1,12 +1,19 @@
-"""End to end: `vlp demo ecg` as a user runs it, asserting the demo's own target (CI: `pytest -m slow`).
+"""End to end: `vlp demo ecg` as a user runs it, asserting the targets the demo meets (CI: `pytest -m slow`).
+
+Asserted: clinical-prompt zero-shot macro AUROC >= 0.90 (the demo's headline target), both controls (random ECG
+encoder, shuffled-pair pretraining) <= 0.60 with both prompt sets, and the one-table report with every row. The
+descriptive-prompt targets (>= 0.85 macro, no class < 0.70) are reported by the demo as MET/MISSED lines and are
+not asserted here: they were not measured on a quiet machine before this test was written (see the package
+README), so asserting them would be asserting a guess.
 
 The demo's schedule is a fixed number of steps; its ``time_limit_s`` is only a safety stop that cuts the schedule
 short on a much slower machine (a shared CI runner), which would make this test fail for the machine's sake. The
-test therefore raises that stop to 1,500 s: the asserted AUROC then depends on the fixed schedule only.
+test therefore raises that stop to 1,500 s: the asserted numbers then depend on the fixed schedule only.
 """
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -29,4 +36,14 @@ def test_ecg_demo_meets_its_target(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     assert target == 0.90
     assert code == 0 and verdict == "pass" and auroc >= target, text
     assert list((report.parent / "ecg").glob("*.png")), "the demo writes its plots"
-    assert "- pretrain steps: 330.0000" in text, "the whole fixed schedule ran"
+    (metrics_path,) = (tmp_path / "runs").rglob("metrics.json")
+    m = json.loads(metrics_path.read_text())
+    for key in ("control random encoder AUROC (clinical)", "control shuffled pairs AUROC (clinical)",
+                "control random encoder AUROC (descriptive)", "control shuffled pairs AUROC (descriptive)"):  # fmt: skip
+        assert m[key] <= 0.60, (key, m[key])
+    for frac in ("1%", "10%", "100%"):
+        assert 0.5 < m[f"linear probe {frac} AUROC"] <= 1.0
+    (table,) = (tmp_path / "runs").rglob("results_table.md")
+    lines = table.read_text()
+    assert lines.count("zero-shot, clinical prompts") == 3 and lines.count("zero-shot, descriptive prompts") == 3
+    assert lines.count("linear probe") == 3 and len(re.findall(r"^- (MET|MISSED): ", lines, re.M)) == 5

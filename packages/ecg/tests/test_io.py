@@ -138,8 +138,10 @@ def test_nan_samples(good_record: Path) -> None:
     raw = bytearray(Path(f"{good_record}.dat").read_bytes())
     raw[2 * 12 * 10 + 2 : 2 * 12 * 10 + 4] = (-32768).to_bytes(2, "little", signed=True)  # sample 10 of lead II
     Path(f"{good_record}.dat").write_bytes(bytes(raw))
-    with pytest.raises(ECGBadInputError, match=r"rec: lead II has 1 NaN samples"):
+    with pytest.raises(ECGBadInputError, match=r"rec: lead II has 1 invalid \(NaN\) samples of 250"):
         read_record(good_record)
+    fixed = read_record(good_record, nan="interpolate")
+    assert fixed.meta["nan"] == {"interpolated": {"II": 1}, "masked": []} and np.isfinite(fixed.signal).all()
 
 
 def test_flat_lead(tmp_path: Path) -> None:
@@ -182,3 +184,74 @@ def test_copy_of_real_record_truncated(tmp_path: Path) -> None:
     dat.write_bytes(dat.read_bytes()[:100_000])
     with pytest.raises(ECGBadInputError, match=r"100: truncated signal file 100.dat.*650000 samples"):
         read_record(tmp_path / "100", leads=None)
+
+
+# ------------------------------------------------------------------------------------------------ records in the wild
+def _wr(path: Path, sigs: list[np.ndarray], fs: float, names: list[str], units: list[str], spf: list[int]) -> None:
+    """wfdb.wrsamp of channels at their own rates (``sigs[i]`` has ``n * spf[i]`` samples); NaN = invalid."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    gains = [1000.0 if u == "mV" else 10.0 for u in units]
+    wfdb.wrsamp(path.name, fs=fs, units=units, sig_name=names, e_p_signal=[np.asarray(x, np.float64) for x in sigs],
+                samps_per_frame=spf, fmt=["16"] * len(names), adc_gain=gains, baseline=[0] * len(names),
+                write_dir=str(path.parent))  # fmt: skip
+
+
+def test_rate_from_requested_leads_and_non_ecg_channels(tmp_path: Path) -> None:
+    n = 500  # frames at 100 Hz
+    t = np.arange(n) / 100
+    ii = 0.8 * np.sin(2 * np.pi * 1.2 * t)
+    abp = 90 + 30 * np.sin(2 * np.pi * 1.2 * np.arange(4 * n) / 400)  # mmHg, 4 samples per frame
+    resp = 0.3 * np.sin(2 * np.pi * 0.25 * t)
+    _wr(tmp_path / "icu", [ii, -ii / 2, abp, resp], 100, ["II", "aVR", "ABP", "RESP"], ["mV", "mV", "mmHg", "NU"],
+        [1, 1, 4, 1])  # fmt: skip
+    out = read_record(tmp_path / "icu", leads=["II", "aVR"], expected_fs=100)  # ABP at 400 Hz does not set the rate
+    assert out.fs == 100.0 and out.signal.shape == (2, n)
+    np.testing.assert_allclose(out.signal[0], ii, atol=1e-3)
+    every = read_record(tmp_path / "icu", leads=None)
+    assert every.leads == ["II", "aVR"] and every.fs == 100.0
+    assert every.meta["other_channels"] == [{"name": "ABP", "units": "mmHg"}, {"name": "RESP", "units": "NU"}]
+    kept = read_record(tmp_path / "icu", leads=None, other_channels="keep")
+    assert kept.leads == ["II", "aVR", "ABP", "RESP"] and kept.fs == 400.0
+    assert kept.meta["out_units"] == ["mV", "mV", "mmHg", "NU"]
+    np.testing.assert_allclose(kept.signal[2], abp, atol=0.06)  # mmHg, not converted
+
+
+def test_nan_policy_limits(tmp_path: Path) -> None:
+    ecg = synthesize_ecg(["SR"], fs=500, duration=10, seed=3).signal.astype(np.float64)
+    sig = [x.copy() for x in ecg]
+    sig[1][1000:1003] = np.nan  # 3 invalid samples in lead II: 6 ms
+    sig[7][2000:2100] = np.nan  # 200 ms gap in V2
+    _wr(tmp_path / "gaps", sig, 500, list(STANDARD_LEADS), ["mV"] * 12, [1] * 12)
+    with pytest.raises(ECGBadInputError, match=r"gaps: lead II has 3 invalid"):
+        read_record(tmp_path / "gaps")
+    with pytest.raises(ECGBadInputError, match=r"lead V2 has 100 invalid .*beyond the repairable limits"):
+        read_record(tmp_path / "gaps", nan="interpolate")
+    masked = read_record(tmp_path / "gaps", nan="mask")
+    assert masked.meta["nan"] == {"interpolated": {"II": 3}, "masked": ["V2"]}
+    assert masked.lead_mask.tolist() == [i != 7 for i in range(12)] and not masked.signal[7].any()
+    np.testing.assert_allclose(masked.signal[1][999:1004], np.linspace(ecg[1][999], ecg[1][1003], 5), atol=2e-3)
+    loose = read_record(tmp_path / "gaps", nan="interpolate", max_nan_gap=0.25, max_nan_fraction=0.05)
+    assert loose.meta["nan"]["interpolated"] == {"II": 3, "V2": 100} and loose.lead_mask.all()
+
+
+def test_multi_segment_layout_multifrequency_and_null_segment(tmp_path: Path) -> None:
+    fs, n1, n2 = 125, 250, 125
+    t1, t2 = np.arange(2 * n1) / 250, (np.arange(2 * n2) + 2 * (n1 + 25)) / 250
+    wave = lambda t: np.sin(2 * np.pi * 1.5 * t)  # noqa: E731
+    _wr(tmp_path / "bed_1", [wave(t1), 80 + 0 * t1[::2]], fs, ["II", "ABP"], ["mV", "mmHg"], [2, 1])
+    _wr(tmp_path / "bed_2", [wave(t2), 80 + 0 * t2[::2]], fs, ["II", "ABP"], ["mV", "mmHg"], [2, 1])
+    (tmp_path / "bed_layout.hea").write_text("bed_layout 2 125 0\n~ 0 1000(0)/mV 16 0 0 0 0 II\n"
+                                             "~ 0 10(0)/mmHg 16 0 0 0 0 ABP\n")  # fmt: skip
+    (tmp_path / "bed.hea").write_text(f"bed/4 2 125 {n1 + 25 + n2}\nbed_layout 0\nbed_1 {n1}\n~ 25\nbed_2 {n2}\n")
+    with pytest.raises(ECGBadInputError, match=r"lead II has 50 invalid"):  # the null segment: 25 frames x 2
+        read_record(tmp_path / "bed", leads=["II"])
+    out = read_record(tmp_path / "bed", leads=["II"], nan="interpolate", max_nan_gap=0.25, max_nan_fraction=0.2)
+    assert out.fs == 250.0 and out.signal.shape == (1, 2 * (n1 + 25 + n2))  # upsampled, not frame-averaged
+    np.testing.assert_allclose(out.signal[0][: 2 * n1], wave(t1), atol=2e-3)
+    np.testing.assert_allclose(out.signal[0][2 * (n1 + 25) :], wave(t2), atol=2e-3)
+    assert out.meta["n_segments"] == 3 and out.meta["other_channels"] == [{"name": "ABP", "units": "mmHg"}]
+    with pytest.raises(ECGBadInputError, match=r"every returned lead is masked"):
+        read_record(tmp_path / "bed", leads=["II"], nan="mask")  # the 200 ms gap is beyond the default 50 ms
+    framed = read_record(tmp_path / "bed", leads=["II"], multifreq="frame", nan="interpolate", max_nan_gap=0.25,
+                         max_nan_fraction=0.2)  # fmt: skip
+    assert framed.fs == 125.0 and framed.signal.shape == (1, n1 + 25 + n2)

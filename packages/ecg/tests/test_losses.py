@@ -18,7 +18,7 @@ def test_pool_beats_against_loop() -> None:
     torch.manual_seed(0)
     tokens = torch.randn(2, 20, 4)
     rpeaks = torch.tensor([[30, 100, 170, -1], [5, 60, -1, -1]])
-    beats, mask = pool_beats(tokens, rpeaks, stride=10, fs=100.0, before=0.2, after=0.3)
+    beats, mask = pool_beats(tokens, rpeaks, stride=10, fs=100.0, before=0.2, after=0.3, offset=5.0)
     assert mask.tolist() == [[True, True, True, False], [True, True, False, False]]
     for b in range(2):
         for k in range(4):

@@ -1,5 +1,5 @@
 """``vlp-ecg``: ``fit``/``validate``/``test`` (LightningCLI via core's ``domain_cli``) plus ``prepare``, ``zeroshot``,
-``probe``, ``plot`` and ``demo``."""
+``probe``, ``plot``, ``demo`` and ``ablate``."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["demo", "main", "plot", "prepare", "probe", "zeroshot"]
+__all__ = ["ablate", "benchmark", "demo", "main", "plot", "prepare", "probe", "zeroshot"]
 
 
 def prepare(
@@ -25,6 +25,9 @@ def prepare(
     bandpass: tuple[float, float] | None = None,
     notch: float | None = None,
     missing: str = "error",
+    nan: str = "interpolate",
+    max_nan_gap: float = 0.05,
+    max_nan_fraction: float = 0.01,
     skip_bad: bool = False,
     dtype: str = "float32",
     progress: bool = True,
@@ -44,19 +47,22 @@ def prepare(
         bandpass: optional (low, high) Hz band-pass.
         notch: optional mains notch (Hz).
         missing: error or zero (zero-fill absent leads with a lead mask).
+        nan: invalid (NaN) samples: interpolate (default; short gaps only), mask (mask the lead) or error.
+        max_nan_gap: longest repairable gap (s).
+        max_nan_fraction: largest repairable invalid share of a lead.
         skip_bad: skip and count bad records instead of stopping.
         dtype: float32 or float16.
         progress: progress bar.
     """
-    from vlp_ecg.datasets import LoadConfig, index_dataset, prepare_store
+    from vlp_ecg.datasets import LoadConfig, index_dataset, prepare_store, prepare_summary
 
     kwargs = {"sampling_rate": sampling_rate, "labels": labels, "text": text} if dataset == "ptbxl" else {}
     index = index_dataset(dataset, root, **kwargs)
     cfg = LoadConfig(target_fs=target_fs, duration=duration, expected_fs=expected_fs,
-                     bandpass=tuple(bandpass) if bandpass else None, notch=notch, missing=missing)  # fmt: skip
+                     bandpass=tuple(bandpass) if bandpass else None, notch=notch, missing=missing, nan=nan,
+                     max_nan_gap=max_nan_gap, max_nan_fraction=max_nan_fraction)  # fmt: skip
     meta = prepare_store(index, out, cfg, skip_bad=skip_bad, dtype=dtype, progress=progress)
-    print(f"prepared {meta['n']} records into {out}; skipped {meta['skipped']['n_skipped']} "
-          f"({meta['skipped']['by_type']})")  # fmt: skip
+    print(f"{prepare_summary(meta)} -> {out}")
     return meta
 
 
@@ -92,9 +98,11 @@ def zeroshot(
     labels: str = "superclass",
     split: str = "test",
     classes: list[str] | None = None,
+    prompts: str = "clinical",
     sampling_rate: int = 100,
     duration: float = 10.0,
     text: str = "report",
+    allow_label_text: bool = False,
     n_boot: int = 1000,
     min_positives: int = 10,
     skip_bad: bool = False,
@@ -102,6 +110,9 @@ def zeroshot(
     seed: int = 0,
 ) -> dict[str, Any]:
     """Zero-shot multi-label classification: per-class and macro AUROC with bootstrap CIs (table + CSV/JSON).
+
+    The same evaluation as the demo (:func:`vlp_ecg.eval.evaluate_model`: prompt x template ensembles, the rhythm
+    classes as one exclusive group). Refuses when the pretraining text was the records' own SCP statements.
 
     Args:
         ckpt: save_pretrained folder or Lightning .ckpt (required).
@@ -111,28 +122,47 @@ def zeroshot(
         labels: PTB-XL label level: superclass, subclass, form, rhythm, diagnostic or all.
         split: evaluated split (test = strat_fold 10 for PTB-XL).
         classes: subset of classes (default: all with a positive).
+        prompts: prompt set(s): clinical, descriptive or both (comma-separated).
         sampling_rate: PTB-XL records100/records500.
         duration: input length (s).
-        text: PTB-XL text source.
+        text: how the model's pretraining text was built (report or statements); statements is refused.
+        allow_label_text: evaluate anyway when text=statements; the output is labelled NOT zero-shot.
         n_boot: bootstrap replicates.
         min_positives: flag classes with fewer positives.
         skip_bad: skip and count bad records.
-        out: output folder for zeroshot.csv/json.
+        out: output folder for zeroshot[_<set>].csv/json.
         seed: bootstrap seed.
     """
-    from vlp_ecg.eval import class_prompts, format_table, write_results, zeroshot_evaluate
+    from vlp_ecg.eval import check_label_text, evaluate_model, format_table, write_results
     from vlp_ecg.models import load_model
 
+    text_source = text
+    if store is not None:
+        from vlp_ecg.datasets import ECGStore
+
+        text_source = ECGStore(store).meta.get("info", {}).get("text", text) if text == "report" else text
+    is_zero_shot = check_label_text(text_source, allow_label_text)
     model = load_model(_require_ckpt(ckpt))
     (ds,), desc = _eval_sets(model, dataset, root, store, labels, sampling_rate, duration, text, skip_bad, [split])
     cls = classes or [c for c in ds.classes if ds.labels[:, ds.classes.index(c)].sum() > 0]
-    res = zeroshot_evaluate(model, ds, cls, prompts=class_prompts(cls, desc), n_boot=n_boot,
-                            min_positives=min_positives, seed=seed, progress=True)  # fmt: skip
-    res["skipped"] = ds.policy.report()
-    print(format_table(res))
-    paths = write_results(res, out, "zeroshot")
-    print(f"wrote {', '.join(map(str, paths))}")
-    return res
+    sets = [p.strip() for p in prompts.split(",") if p.strip()]
+    results = evaluate_model(model, ds, cls, prompt_sets=sets, descriptions=desc, n_boot=n_boot,
+                             min_positives=min_positives, seed=seed, progress=True)  # fmt: skip
+    if not results:
+        raise SystemExit(f"vlp-ecg zeroshot: no prompt set among {sets} describes every class {cls}")
+    skipped = ds.policy.report()
+    for name, res in results.items():
+        res["skipped"] = skipped
+        res["zero_shot"] = is_zero_shot
+        if not is_zero_shot:
+            res["warning"] = "NOT zero-shot: the pretraining text was built from the label statements used as prompts"
+        head = f"{name} prompts" + ("" if is_zero_shot else " -- NOT ZERO-SHOT (label text in pretraining)")
+        print(head)
+        print(format_table(res))
+        suffix = "" if len(results) == 1 else f"_{name}"
+        paths = write_results(res, out, f"zeroshot{suffix}")
+        print(f"wrote {', '.join(map(str, paths))}")
+    return next(iter(results.values())) if len(results) == 1 else results
 
 
 def probe(
@@ -229,6 +259,87 @@ def demo(out: str = "runs/demo-ecg", data_dir: str | None = None, scale: str = "
     return res.metrics
 
 
+def ablate(
+    store: str | None = None,
+    out: str = "runs/ablation-ecg",
+    n_records: int = 2400,
+    max_steps: int = 330,
+    seed: int = 0,
+    data_dir: str | None = None,
+) -> list[dict]:
+    """MELP level ablation (rhythm only, + beat, + token, all three): same steps, seed and data; zero-shot on the
+    test split with clinical and descriptive prompts. Writes ablation.md and ablation.csv.
+
+    Args:
+        store: prepared store (default: the demo's synthetic corpus, generated once).
+        out: output folder.
+        n_records: synthetic corpus size when no store is given.
+        max_steps: optimiser steps per variant.
+        seed: seed.
+        data_dir: cache for the generated data (default: core's demo cache).
+    """
+    import pandas as pd
+
+    from vlp_core.demo import default_cache_dir
+    from vlp_ecg.demo import prepare_demo_data, run_ablation
+    from vlp_ecg.eval import format_suite
+
+    if store is None:
+        cache = Path(data_dir) if data_dir else default_cache_dir() / "demo" / "ecg"
+        store = str(prepare_demo_data(cache, n_records, seed, progress=True))
+    rows = run_ablation(store, max_steps=max_steps, seed=seed)
+    table = format_suite(rows)
+    Path(out).mkdir(parents=True, exist_ok=True)
+    (Path(out) / "ablation.md").write_text(table + "\n")
+    pd.DataFrame(rows).to_csv(Path(out) / "ablation.csv", index=False)
+    print(table)
+    return rows
+
+
+def benchmark(
+    ckpt: str | None = None,
+    root: str | None = None,
+    sampling_rate: int = 500,
+    duration: float = 10.0,
+    tasks: list[str] = ["superclass", "subclass", "form", "rhythm"],  # noqa: B006 - jsonargparse needs a literal
+    fractions: list[float] = [0.01, 0.1, 1.0],  # noqa: B006
+    seeds: list[int] = [0, 1, 2],  # noqa: B006
+    n_boot: int = 1000,
+    skip_bad: bool = False,
+    text: str = "report",
+    allow_label_text: bool = False,
+    out: str = "benchmark_results",
+) -> Any:
+    """PTB-XL benchmark: zero-shot on superclass/subclass/form/rhythm (fold 10) and linear probe 1/10/100 % (folds
+    1-8, selection on fold 9), in MERL/MELP's table layout with their published numbers.
+
+    Args:
+        ckpt: save_pretrained folder or Lightning .ckpt (required).
+        root: PTB-XL folder.
+        sampling_rate: records100 or records500.
+        duration: input length (s).
+        tasks: label levels.
+        fractions: probe training fractions.
+        seeds: probe subset seeds.
+        n_boot: bootstrap replicates.
+        skip_bad: skip and count bad records.
+        text: how the model's pretraining text was built (statements is refused unless allow_label_text).
+        allow_label_text: evaluate anyway, labelled NOT zero-shot.
+        out: output folder (benchmark.md, benchmark.csv).
+    """
+    from vlp_ecg.benchmark import ptbxl_benchmark
+
+    if root is None:
+        raise SystemExit("vlp-ecg benchmark: --root (the PTB-XL folder) is required")
+    frame, table = ptbxl_benchmark(_require_ckpt(ckpt), root, sampling_rate, duration, tuple(tasks), tuple(fractions),
+                                   tuple(seeds), n_boot, skip_bad, text, allow_label_text)  # fmt: skip
+    Path(out).mkdir(parents=True, exist_ok=True)
+    (Path(out) / "benchmark.md").write_text(table + "\n")
+    frame.to_csv(Path(out) / "benchmark.csv", index=False)
+    print(table)
+    return frame
+
+
 def main(argv: Sequence[str] | None = None) -> Any:
     """Entry point of ``vlp-ecg``."""
     from vlp_core.cli import domain_cli
@@ -237,7 +348,15 @@ def main(argv: Sequence[str] | None = None) -> Any:
 
     result = domain_cli(
         "vlp-ecg",
-        commands={"prepare": prepare, "zeroshot": zeroshot, "probe": probe, "plot": plot, "demo": demo},
+        commands={
+            "prepare": prepare,
+            "zeroshot": zeroshot,
+            "probe": probe,
+            "plot": plot,
+            "demo": demo,
+            "ablate": ablate,
+            "benchmark": benchmark,
+        },
         model_class=MELP,
         datamodule_class=ECGDataModule,
         args=None if argv is None else list(argv),  # None: LightningCLI reads sys.argv itself

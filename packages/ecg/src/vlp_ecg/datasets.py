@@ -46,6 +46,7 @@ __all__ = [
     "manifest_index",
     "mimic_index",
     "prepare_store",
+    "prepare_summary",
     "ptbdb_index",
     "ptbxl_index",
     "split_sentences",
@@ -222,7 +223,11 @@ def ptbxl_index(
             report = ". ".join(descs)
         rows.append({"key": str(ecg_id), "path": str(root / r[col]), "text": clean_report(report), "labels": labs,
                      "split": split, "strat_fold": fold})  # fmt: skip
-    return _finish(pd.DataFrame(rows), "ptbxl", {"labels": labels, "sampling_rate": sampling_rate, "fs": sampling_rate})
+    return _finish(
+        pd.DataFrame(rows),
+        "ptbxl",
+        {"labels": labels, "sampling_rate": sampling_rate, "fs": sampling_rate, "text": text},
+    )
 
 
 # ---------------------------------------------------------------------------------------------------- MIMIC
@@ -368,6 +373,11 @@ class LoadConfig:
         bandpass: ``(low, high)`` Hz or ``None``.
         notch: mains frequency or ``None``.
         missing / flat: see :func:`vlp_ecg.io.read_record`.
+        nan: invalid-sample policy (see :func:`vlp_ecg.io.read_record`). Default ``"interpolate"``: gaps of at
+            most ``max_nan_gap`` s (50 ms) in a lead with at most ``max_nan_fraction`` (1 %) invalid samples are
+            linearly interpolated and counted; a record beyond that raises (skipped and counted with
+            ``skip_bad``). ``"mask"`` masks such a lead instead; ``"error"`` refuses any invalid sample.
+        max_nan_gap / max_nan_fraction: the repair limits.
     """
 
     leads: Sequence[str] = STANDARD_LEADS
@@ -378,6 +388,9 @@ class LoadConfig:
     notch: float | None = None
     missing: str = "error"
     flat: str = "error"
+    nan: str = "interpolate"
+    max_nan_gap: float = 0.05
+    max_nan_fraction: float = 0.01
 
     def pipeline(self) -> Compose:
         ts: list = []
@@ -400,13 +413,15 @@ def load_sample(path: str, text: str, key: str, cfg: LoadConfig, log_name: str |
     if not isinstance(text, str) or not text.strip():
         raise ECGBadInputError(f"{name}: empty report text (record key {key})")
     try:
-        rec = read_record(path, cfg.leads, missing=cfg.missing, flat=cfg.flat, expected_fs=cfg.expected_fs)
+        rec = read_record(path, cfg.leads, missing=cfg.missing, flat=cfg.flat, expected_fs=cfg.expected_fs,
+                          nan=cfg.nan, max_nan_gap=cfg.max_nan_gap, max_nan_fraction=cfg.max_nan_fraction)  # fmt: skip
     except ECGBadInputError as exc:
         if log_name is None:
             raise
-        raise ECGBadInputError(str(exc).replace(str(path), log_name)) from None
+        raise type(exc)(str(exc).replace(str(path), log_name)) from None
     sample = {"ecg": rec.signal, "fs": rec.fs, "lead_mask": rec.lead_mask}
     sample = cfg.pipeline()(sample)
+    sample["nan"] = rec.meta.get("nan", {"interpolated": {}, "masked": []})
     return sample
 
 
@@ -483,6 +498,7 @@ def prepare_store(
     rpeaks = np.full((n_all, max_beats), -1, dtype=np.int32)
     policy = SkipPolicy(skip_bad=skip_bad, catch=(BadInputError, OSError), name=f"{index.name} records")
     kept = []
+    repairs = {"records_interpolated": 0, "samples_interpolated": 0, "records_masked": 0, "leads_masked": 0}
     j = 0
     for i in tqdm(range(n_all), desc=f"prepare {index.name}", disable=not progress):
         row = frame.iloc[i]
@@ -490,6 +506,12 @@ def prepare_store(
             s = load_sample(row["path"], row["text"], row["key"], cfg, _log_name(row))
         if g.skipped:
             continue
+        if s["nan"]["interpolated"]:
+            repairs["records_interpolated"] += 1
+            repairs["samples_interpolated"] += int(sum(s["nan"]["interpolated"].values()))
+        if s["nan"]["masked"]:
+            repairs["records_masked"] += 1
+            repairs["leads_masked"] += len(s["nan"]["masked"])
         sig[j] = s["ecg"].astype(dtype)
         lead_mask[j] = s["lead_mask"]
         valid_len[j] = int(s["ecg_mask"].sum())
@@ -517,10 +539,30 @@ def prepare_store(
         "source": index.name,
         "classes": index.classes,
         "info": index.info,
+        "nan_policy": {"nan": cfg.nan, "max_nan_gap": cfg.max_nan_gap, "max_nan_fraction": cfg.max_nan_fraction},
+        "repairs": repairs,
         "skipped": policy.report(),
     }
     (out / "store.json").write_text(json.dumps(meta, indent=2))
     return meta
+
+
+def prepare_summary(meta: dict[str, Any]) -> str:
+    """The one-line outcome of :func:`prepare_store`: records kept, repaired (invalid samples interpolated), with
+    masked leads, and skipped with the reason types, e.g. ``"prepared 980 records: 12 repaired (37 invalid samples
+    interpolated), 3 with masked leads (3 leads), 5 skipped (ECGInvalidSamplesError: 4, ECGBadInputError: 1)"``."""
+    rep = meta.get("repairs", {})
+    sk = meta.get("skipped", {})
+    by_type = ", ".join(f"{k}: {v}" for k, v in sk.get("by_type", {}).items())
+    pol = meta.get("nan_policy", {})
+    return (
+        f"prepared {meta['n']} records: {rep.get('records_interpolated', 0)} repaired "
+        f"({rep.get('samples_interpolated', 0)} invalid samples interpolated), {rep.get('records_masked', 0)} with "
+        f"masked leads ({rep.get('leads_masked', 0)} leads), {sk.get('n_skipped', 0)} skipped"
+        + (f" ({by_type})" if by_type else "")
+        + (f"; nan policy {pol.get('nan')} (gap <= {pol.get('max_nan_gap')} s, <= {pol.get('max_nan_fraction')})"
+           if pol else "")
+    )  # fmt: skip
 
 
 class ECGTextDataset(Dataset):
@@ -542,6 +584,8 @@ class ECGTextDataset(Dataset):
         seed: augmentation seed (the draw depends on seed, epoch and index only).
         skip_bad: WFDB sources only: return ``None`` for a bad record (dropped by the collate, counted in
             :attr:`policy`) instead of raising.
+        shuffle_pairs: control experiments only: pair each ECG with the report of another record of the split
+            (a fixed seeded permutation), so nothing about the ECG is in its text.
     """
 
     def __init__(
@@ -556,6 +600,7 @@ class ECGTextDataset(Dataset):
         max_beats: int = 40,
         seed: int = 0,
         skip_bad: bool = False,
+        shuffle_pairs: bool = False,
     ) -> None:
         self.source = source
         self.cfg = cfg or LoadConfig()
@@ -563,6 +608,9 @@ class ECGTextDataset(Dataset):
         rows = np.arange(len(frame)) if split is None else np.flatnonzero((frame["split"] == split).to_numpy())
         self.rows = rows
         self.frame = frame.iloc[rows].reset_index(drop=True)
+        if shuffle_pairs:
+            perm = np.random.default_rng(seed + 7919).permutation(len(self.frame))
+            self.frame["text"] = self.frame["text"].to_numpy()[perm]
         self.classes = list(classes if classes is not None else source.classes)
         self.labels = labels_to_matrix(list(self.frame["labels"]), self.classes)
         self.augment = build_transforms(augment, seed) if augment else None
@@ -641,26 +689,29 @@ def collate_ecg(samples: Sequence[dict[str, Any] | None]) -> dict[str, Any]:
 class ECGDataModule(PairedDataModule):
     """Lightning data module for ECG-report pretraining.
 
-    Args:
-        dataset: ``ptbxl``, ``mimic``, ``ptbdb`` or ``manifest`` (ignored when ``store`` is given).
-        root: dataset folder (manifest file for ``manifest``).
-        store: a prepared store folder (``vlp-ecg prepare``); preferred for training.
-        sampling_rate: PTB-XL ``records100`` or ``records500``.
-        labels: PTB-XL label level.
-        text: PTB-XL text source (``report`` or ``statements``).
-        target_fs: model input rate (Hz).
-        duration: model input length (s).
-        expected_fs: reject records at another rate.
-        normalize: normalisation mode.
-        augment: training augmentation specs (see :func:`vlp_ecg.transforms.build_transforms`).
-        lead_mask_p: training random lead masking probability.
-        skip_bad: skip (and count) bad records.
-        max_beats: R peaks per record.
-        batch_size / num_workers / seed: loader settings.
-        missing / flat: lead policies for WFDB sources (see :func:`vlp_ecg.io.read_record`).
+        Args:
+            dataset: ``ptbxl``, ``mimic``, ``ptbdb`` or ``manifest`` (ignored when ``store`` is given).
+            root: dataset folder (manifest file for ``manifest``).
+            store: a prepared store folder (``vlp-ecg prepare``); preferred for training.
+            sampling_rate: PTB-XL ``records100`` or ``records500``.
+            labels: PTB-XL label level.
+            text: PTB-XL text source (``report`` or ``statements``).
+            target_fs: model input rate (Hz).
+            duration: model input length (s).
+            expected_fs: reject records at another rate.
+            normalize: normalisation mode.
+            augment: training augmentation specs (see :func:`vlp_ecg.transforms.build_transforms`).
+            lead_mask_p: training random lead masking probability.
+            skip_bad: skip (and count) bad records.
+            max_beats: R peaks per record.
+            batch_size / num_workers / seed: loader settings.
+            missing / flat: lead policies for WFDB sources (see :func:`vlp_ecg.io.read_record`).
+            nan / max_nan_gap / max_nan_fraction: invalid-sample policy for WFDB sources (see :class:`LoadConfig`).
+            shuffle_pairs: control runs only: train on ECGs paired with other records' reports.
 
-    Training items are drawn as ``(epoch, index)`` (core's :class:`~vlp_core.training.EpochIndexSampler`), so
-    augmentation depends on ``(seed, epoch, index)`` only, also inside persistent workers.
+        Training items are drawn as ``(epoch, index)`` (core's :class:`~vlp_core.training.EpochIndexSampler`), so
+        augmentation depends on ``(seed, epoch, index)`` only, also inside persistent workers.
+    >>>>>>> main
     """
 
     epoch_index = True
@@ -686,19 +737,25 @@ class ECGDataModule(PairedDataModule):
         seed: int = 0,
         missing: str = "error",
         flat: str = "error",
+        nan: str = "interpolate",
+        max_nan_gap: float = 0.05,
+        max_nan_fraction: float = 0.01,
+        shuffle_pairs: bool = False,
     ) -> None:
         super().__init__(batch_size=batch_size, num_workers=num_workers, seed=seed)
+        self.shuffle_pairs = shuffle_pairs
         if store is None and root is None:
             raise ValueError("ECGDataModule needs a prepared `store` or a dataset `root`")
         self.dataset, self.root, self.store = dataset, root, store
         self.sampling_rate, self.label_level, self.text = sampling_rate, labels, text
         self.cfg = LoadConfig(target_fs=target_fs, duration=duration, expected_fs=expected_fs, missing=missing,
-                              flat=flat)  # fmt: skip
+                              flat=flat, nan=nan, max_nan_gap=max_nan_gap, max_nan_fraction=max_nan_fraction)  # fmt: skip
         self.normalize, self.augment, self.lead_mask_p = normalize, augment, lead_mask_p
         self.skip_bad, self.max_beats = skip_bad, max_beats
 
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is not None:
+            self._check_model_fs()  # also when set up earlier by hand, before the trainer attached the model
             return
         if self.store is not None:
             source: ECGStore | ECGIndex = ECGStore(self.store)
@@ -709,9 +766,26 @@ class ECGDataModule(PairedDataModule):
             source = index_dataset(self.dataset, self.root, **kwargs)
         common = {"normalize": self.normalize, "max_beats": self.max_beats, "cfg": self.cfg, "skip_bad": self.skip_bad}
         self.train_set = ECGTextDataset(source, "train", augment=self.augment, lead_mask_p=self.lead_mask_p,
-                                        seed=self.seed, **common)  # fmt: skip
+                                        seed=self.seed, shuffle_pairs=self.shuffle_pairs, **common)  # fmt: skip
         self.val_set = ECGTextDataset(source, "val", **common) if (source_has(source, "val")) else None
         self.test_set = ECGTextDataset(source, "test", **common) if (source_has(source, "test")) else None
+        self.data_fs = source.fs if isinstance(source, ECGStore) else float(self.cfg.target_fs)
+        self._check_model_fs()
+
+    def _check_model_fs(self) -> None:
+        """Refuse to train when the model's ECG tower expects another rate than the data provides (beat windows and
+        receptive fields are in samples, so a 500 Hz store fed to a 100 Hz model trains silently wrong)."""
+        trainer = getattr(self, "trainer", None)
+        model = getattr(trainer, "lightning_module", None) if trainer is not None else None
+        towers = getattr(model, "towers", None)
+        tower = towers["ecg"] if towers is not None and "ecg" in towers else None
+        model_fs = getattr(tower, "fs", None)
+        if model_fs is not None and abs(float(model_fs) - self.data_fs) > 1e-6:
+            where = f"store {self.store}" if self.store is not None else "target_fs of the data module"
+            raise ValueError(
+                f"the model's ECG tower expects {float(model_fs):g} Hz but the {where} is at {self.data_fs:g} Hz; "
+                "set model fs (e.g. --model.init_args.fs) to the data rate or prepare the store at the model's rate"
+            )
 
     def collate(self, samples: Sequence[dict[str, Any] | None]) -> dict[str, Any]:
         return collate_ecg(samples)

@@ -34,8 +34,18 @@ from vlp_core.eval import (
 )
 
 __all__ = [
+    "EXCLUSIVE_RHYTHMS",
+    "LabelTextLeakageError",
+    "check_label_text",
+    "evaluate_model",
+    "format_suite",
+    "random_encoder_control",
     "CLASS_PROMPTS",
     "DEFAULT_TEMPLATES",
+    "DESCRIPTIVE_PROMPTS",
+    "DESCRIPTIVE_TEMPLATES",
+    "PROMPT_SETS",
+    "prompt_set",
     "class_prompts",
     "encode_ecg",
     "format_table",
@@ -47,7 +57,8 @@ __all__ = [
 
 DEFAULT_TEMPLATES: tuple[str, ...] = ("{}", "ecg showing {}", "{} on the electrocardiogram", "the ecg shows {}")
 
-# Plain-English class descriptions (SCP codes and PTB-XL superclasses); the prompts are never report sentences.
+# Clinical class names (SCP codes and PTB-XL superclasses), as in MELP/MERL's CKEPE prompts. These are the standard
+# terms, so they DO occur in reports (synthetic and real); the descriptive set below is the one disjoint from them.
 CLASS_PROMPTS: dict[str, list[str]] = {
     "NORM": ["normal ecg", "normal electrocardiogram"],
     "SR": ["sinus rhythm", "normal sinus rhythm"],
@@ -67,6 +78,83 @@ CLASS_PROMPTS: dict[str, list[str]] = {
     "HYP": ["ventricular hypertrophy"],
     "_AVB": ["atrioventricular block"],
 }
+
+
+# Descriptive prompts written from diagnostic criteria (rate, regularity, atrial activity, AV delay, complex width
+# and shape, the segment after the complex) in lay and physiological words. None of their content words occurs in
+# any report the generator writes (``tests/test_eval_protocol.py`` checks it against
+# :func:`vlp_ecg.synth.report_vocabulary`), so a model can only score well by transferring meaning, not wording.
+DESCRIPTIVE_PROMPTS: dict[str, list[str]] = {
+    "NORM": [
+        "healthy heart recording showing nothing amiss",
+        "heart recording of a healthy person, all timings typical",
+    ],
+    "SR": [
+        "steady heartbeat from the natural pacemaker, sixty to one hundred per minute",
+        "evenly spaced heartbeats at an ordinary pace, each preceded by a small upright bump",
+    ],
+    "SBRAD": [
+        "slow steady heartbeat under sixty per minute",
+        "heart pacing slowly, fewer than sixty heartbeats each minute, evenly spaced",
+    ],
+    "STACH": [
+        "fast steady heartbeat above one hundred per minute",
+        "heart pacing quickly, more than one hundred heartbeats each minute, evenly spaced",
+    ],
+    "AFIB": [
+        "chaotic, totally uneven heartbeat spacing with a quivering line between heartbeats",
+        "haphazard heartbeat timing, small upright bump before each heartbeat absent, fine trembling undulation",
+    ],
+    "1AVB": [
+        "long delay between the small upright bump and the tall spike, over two hundred milliseconds",
+        "slowed transmission from upper to lower heart chambers, lengthened gap before each spike",
+    ],
+    "PVC": [
+        "early broad bizarre heartbeats arising from the lower chambers, followed by a compensatory pause",
+        "extra early heartbeats originating low in the heart, misshapen and broad",
+    ],
+    "CLBBB": [
+        "broad slurred M-shaped spikes over the lateral chest electrodes, deep downward spikes near the sternum",
+        "slowed activation of the leftward heart wall, broad notched spikes",
+    ],
+    "CRBBB": [
+        "broad spikes with a rabbit-ear double peak near the sternum and a slurred terminal dip laterally",
+        "slowed activation of the rightward heart wall, double-peaked spikes near the sternum",
+    ],
+    "STE_": [
+        "raised plateau after the spike, lifted above the isoelectric line, pointing to heart muscle damage",
+        "stretch between spike and recovery bump lifted above the flat line",
+    ],
+    "MI": ["dead heart muscle scar from a heart attack"],
+    "STTC": ["altered recovery phase of the heartbeat"],
+    "CD": ["impulse transmission disturbance inside the heart"],
+    "HYP": ["thickened enlarged heart chamber walls"],
+}
+# Templates for the descriptive set avoid report words too ("ecg" is one).
+DESCRIPTIVE_TEMPLATES: tuple[str, ...] = ("{}", "a heart recording showing {}", "electrocardiogram: {}")
+PROMPT_SETS: dict[str, tuple[dict[str, list[str]], tuple[str, ...]]] = {
+    "clinical": (CLASS_PROMPTS, DEFAULT_TEMPLATES),
+    "descriptive": (DESCRIPTIVE_PROMPTS, DESCRIPTIVE_TEMPLATES),
+}
+"""Named prompt sets: ``clinical`` (class names, as MELP/MERL-style CKEPE prompts) and ``descriptive`` (criteria
+wording disjoint from the training reports). Each is ``(prompts per class, templates)``."""
+
+
+def prompt_set(name: str, classes: Sequence[str], descriptions: dict[str, str] | None = None
+               ) -> tuple[dict[str, list[str]], tuple[str, ...]]:  # fmt: skip
+    """Prompts and templates of a named set for ``classes`` (see :data:`PROMPT_SETS`).
+
+    Raises:
+        KeyError: for an unknown set, or a class the descriptive set has no description for.
+    """
+    if name not in PROMPT_SETS:
+        raise KeyError(f"unknown prompt set {name!r}; available: {sorted(PROMPT_SETS)}")
+    if name == "clinical":
+        return class_prompts(classes, descriptions), DEFAULT_TEMPLATES
+    missing = [c for c in classes if c not in DESCRIPTIVE_PROMPTS]
+    if missing:
+        raise KeyError(f"the descriptive prompt set has no description of {missing}; use prompt_set='clinical'")
+    return {c: list(DESCRIPTIVE_PROMPTS[c]) for c in classes}, DESCRIPTIVE_TEMPLATES
 
 
 def class_prompts(classes: Sequence[str], descriptions: dict[str, str] | None = None) -> dict[str, list[str]]:
@@ -256,3 +344,112 @@ def write_results(result: dict[str, Any] | pd.DataFrame, out_dir: str | os.PathL
         pd.DataFrame(rows).to_csv(out / f"{name}.csv", index=False)
         (out / f"{name}.json").write_text(json.dumps(result, indent=2, default=float))
     return [out / f"{name}.json", out / f"{name}.csv"]
+
+
+# ------------------------------------------------------------------------------------------- one protocol for all
+EXCLUSIVE_RHYTHMS: tuple[str, ...] = ("SR", "SBRAD", "STACH", "AFIB", "AFLT")
+"""Rhythm classes scored as one mutually exclusive group (softmax over their prompts at the learned scale)."""
+
+
+class LabelTextLeakageError(RuntimeError):
+    """Zero-shot asked on a model/store whose pretraining text was written from the very label statements used as
+    prompts (PTB-XL ``text="statements"``): that is supervised classification, not zero-shot."""
+
+
+def check_label_text(text_source: str | None, allow_label_text: bool = False) -> bool:
+    """Leakage guard. Returns True when the evaluation is genuinely zero-shot.
+
+    Args:
+        text_source: how the pretraining text was built (``"report"``, ``"statements"``, ``None`` = unknown).
+        allow_label_text: evaluate anyway; the result is then labelled as *not* zero-shot.
+
+    Raises:
+        LabelTextLeakageError: ``text_source == "statements"`` without ``allow_label_text``.
+    """
+    if text_source != "statements":
+        return True
+    if not allow_label_text:
+        raise LabelTextLeakageError(
+            "refusing zero-shot: the pretraining text was built from the SCP statement descriptions of each record's "
+            "own labels (text='statements'), and the prompts are those same descriptions, so the score measures "
+            "supervised classification, not zero-shot transfer. Pretrain on free-text reports (text='report'), or "
+            "pass --allow_label_text true to get the number labelled as NOT zero-shot."
+        )
+    return False
+
+
+def rhythm_groups(classes: Sequence[str]) -> list[list[str]]:
+    """The mutually exclusive rhythm group among ``classes`` (empty when fewer than two rhythms are evaluated)."""
+    group = [c for c in classes if c in EXCLUSIVE_RHYTHMS]
+    return [group] if len(group) > 1 else []
+
+
+def evaluate_model(
+    model: Any,
+    test_set: Dataset,
+    classes: Sequence[str],
+    prompt_sets: Sequence[str] = ("clinical", "descriptive"),
+    descriptions: dict[str, str] | None = None,
+    n_boot: int = 1000,
+    min_positives: int = 10,
+    seed: int = 0,
+    batch_size: int = 128,
+    progress: bool = False,
+) -> dict[str, dict[str, Any]]:
+    """The zero-shot protocol shared by ``vlp-ecg zeroshot``, the demo, its controls and the ablation.
+
+    Same settings everywhere: prompt x template ensembles of each named prompt set, the rhythm classes among
+    ``classes`` scored as one exclusive group (:data:`EXCLUSIVE_RHYTHMS`), every other class by cosine, per-class
+    and macro AUROC with percentile-bootstrap 95 % CIs. Prompt sets lacking a class are skipped (recorded under
+    ``"skipped_prompt_sets"`` of the first result).
+
+    Returns:
+        ``{prompt set name: zeroshot_evaluate result}``.
+    """
+    out: dict[str, dict[str, Any]] = {}
+    for name in prompt_sets:
+        try:
+            prompts, templates = prompt_set(name, classes, descriptions)
+        except KeyError:
+            continue
+        out[name] = zeroshot_evaluate(model, test_set, list(classes), prompts=prompts, templates=templates,
+                                      n_boot=n_boot, min_positives=min_positives, seed=seed, batch_size=batch_size,
+                                      progress=progress, exclusive_groups=rhythm_groups(classes))  # fmt: skip
+        out[name]["prompt_set"] = name
+    return out
+
+
+def random_encoder_control(model: Any, seed: int = 0) -> Any:
+    """A copy of ``model`` whose ECG tower is re-initialised at random (text tower and projections kept): the
+    zero-shot score of this control must be near 0.5, otherwise labels leak through something other than the
+    ECG encoder."""
+    import copy
+
+    control = copy.deepcopy(model)
+    gen_state = torch.random.get_rng_state()
+    torch.manual_seed(seed)
+    for m in control.towers["ecg"].modules():
+        if m is not control.towers["ecg"] and hasattr(m, "reset_parameters"):
+            m.reset_parameters()
+    torch.random.set_rng_state(gen_state)
+    return control
+
+
+def format_suite(rows: Sequence[dict[str, Any]]) -> str:
+    """Markdown table of evaluation rows ``{"model", "evaluation", "macro", "low", "high", "min_class", "note"}``."""
+    lines = ["| model | evaluation | macro AUROC | 95 % CI | weakest class | note |", "|---|---|---|---|---|---|"]
+    for r in rows:
+        ci = f"[{r['low']:.3f}, {r['high']:.3f}]" if not math.isnan(r.get("low", math.nan)) else "-"
+        weak = r.get("min_class") or "-"
+        lines.append(f"| {r['model']} | {r['evaluation']} | {r['macro']:.3f} | {ci} | {weak} | {r.get('note', '')} |")
+    return "\n".join(lines)
+
+
+def suite_row(model_name: str, res: dict[str, Any], note: str = "") -> dict[str, Any]:
+    """One :func:`format_suite` row from a :func:`zeroshot_evaluate` result."""
+    per = {c: e["auroc"] for c, e in res["per_class"].items() if c not in res["excluded"]}
+    worst = min(per, key=per.get) if per else None
+    return {"model": model_name, "evaluation": f"zero-shot, {res.get('prompt_set', 'prompts')} prompts",
+            "macro": res["macro_auroc"], "low": res["macro_ci"][0], "high": res["macro_ci"][1],
+            "min_class": f"{worst} {per[worst]:.3f}" if worst else None, "min_auroc": per[worst] if worst else math.nan,
+            "note": note}  # fmt: skip

@@ -26,8 +26,10 @@ from scipy.signal import resample_poly
 from vlp_core.data import CorruptRecordError
 
 __all__ = [
+    "NAN_POLICIES",
     "STANDARD_LEADS",
     "ECGBadInputError",
+    "ECGInvalidSamplesError",
     "ECGRecord",
     "canonical_lead_name",
     "read_header",
@@ -64,6 +66,11 @@ _FMT_BITS = {
 
 class ECGBadInputError(CorruptRecordError):
     """A WFDB record that cannot be used as asked; the message names the record and the problem."""
+
+
+class ECGInvalidSamplesError(ECGBadInputError):
+    """A lead has invalid (NaN) samples beyond what the NaN policy may repair (a separate type so skip reports
+    count it apart from other bad input)."""
 
 
 def canonical_lead_name(name: str) -> str | None:
@@ -169,6 +176,126 @@ def _to_mv(sig: np.ndarray, unit: str | None, base: str, name: str) -> np.ndarra
     return sig * _UNIT_SCALE[key]
 
 
+@dataclass
+class _Channels:
+    """Raw channels of a record at their own rates: ``sigs[i]`` has ``sig_len * spf[i]`` samples (physical units)."""
+
+    names: list[str]
+    units: list[str | None]
+    spf: list[int]
+    sigs: list[np.ndarray]
+    frame_fs: float
+    sig_len: int
+    comments: list[str]
+    fmt: list[Any]
+    adc_gain: list[Any]
+    base_date: Any = None
+    base_time: Any = None
+
+
+def _read_single(base: str, header: wfdb.Record) -> _Channels:
+    _check_file_sizes(base, header)
+    try:
+        # smooth_frames=False keeps every channel at its own rate (e_p_signal); nothing is averaged here.
+        rec = wfdb.rdrecord(base, physical=True, smooth_frames=False)
+    except Exception as exc:
+        raise ECGBadInputError(f"{base}: wfdb could not read the samples: {exc}") from exc
+    spf = [int(s or 1) for s in (rec.samps_per_frame or [1] * rec.n_sig)]
+    sigs = [np.asarray(x, dtype=np.float64) for x in (rec.e_p_signal or [])]
+    sig_len = int(header.sig_len) if header.sig_len else (len(sigs[0]) // spf[0] if sigs else 0)
+    for name, x, s in zip(rec.sig_name or [], sigs, spf):
+        if len(x) != sig_len * s:
+            raise ECGBadInputError(
+                f"{base}: header/data length mismatch: header says {sig_len * s} samples for {name!r}, read {len(x)}"
+            )
+    return _Channels(list(rec.sig_name or []), list(rec.units or [None] * len(sigs)), spf, sigs, float(rec.fs),
+                     sig_len, list(rec.comments or header.comments or []), list(getattr(header, "fmt", None) or []),
+                     list(getattr(rec, "adc_gain", None) or []), rec.base_date, rec.base_time)  # fmt: skip
+
+
+def _read_multi(base: str, header: wfdb.MultiRecord) -> _Channels:
+    """Concatenate the segments of a multi-segment record channel by channel, at each channel's own rate.
+
+    A layout segment (length 0) fixes the channel list; channels absent from a segment and null (``~``) segments
+    become NaN for that stretch, so the NaN policy of :func:`read_record` decides what happens to them.
+    """
+    directory = os.path.dirname(base)
+    segs: list[tuple[int, _Channels | None]] = []
+    layout: list[str] = []
+    layout_units: dict[str, str | None] = {}
+    for seg, seg_len in zip(header.seg_name, header.seg_len):
+        if seg == "~":
+            segs.append((int(seg_len), None))
+            continue
+        seg_base = os.path.join(directory, seg)
+        seg_header = read_header(seg_base)
+        if int(seg_len) == 0:  # layout header: channel names (and units), no samples
+            layout = list(seg_header.sig_name or [])
+            layout_units = dict(zip(layout, seg_header.units or [None] * len(layout)))
+            continue
+        if seg_header.sig_len != seg_len:
+            raise ECGBadInputError(
+                f"{base}: segment {seg} has {seg_header.sig_len} samples but the master header says {seg_len}"
+            )
+        segs.append((int(seg_len), _read_single(seg_base, seg_header)))
+    names = list(layout)
+    for _, ch in segs:
+        for n in ch.names if ch is not None else []:
+            if n not in names:
+                names.append(n)
+    spf: dict[str, int] = {}
+    units: dict[str, str | None] = dict(layout_units)
+    for _, ch in segs:
+        for n, s, u in zip(ch.names, ch.spf, ch.units) if ch is not None else []:
+            if spf.setdefault(n, s) != s:
+                raise ECGBadInputError(f"{base}: channel {n!r} changes samples per frame between segments")
+            units.setdefault(n, u)
+    first = next((ch for _, ch in segs if ch is not None), None)
+    if first is None:
+        raise ECGBadInputError(f"{base}: multi-segment record has no data segment")
+    sigs = []
+    for n in names:
+        s = spf.get(n, 1)
+        parts = []
+        for seg_len, ch in segs:
+            if ch is not None and n in ch.names:
+                i = ch.names.index(n)
+                x = ch.sigs[i]
+                if ch.units[i] != units[n] and canonical_lead_name(n) is not None:
+                    x = _to_mv(x, ch.units[i], base, n) / _to_mv(np.ones(1), units[n], base, n)[0]
+                elif ch.units[i] != units[n]:
+                    raise ECGBadInputError(f"{base}: channel {n!r} changes units between segments")
+                parts.append(x)
+            else:
+                parts.append(np.full(seg_len * s, np.nan))
+        sigs.append(np.concatenate(parts))
+    fs = float(header.fs)
+    return _Channels(names, [units.get(n) for n in names], [spf.get(n, 1) for n in names], sigs, fs,
+                     int(sum(L for L, _ in segs)), list(header.comments or first.comments or []), first.fmt,
+                     first.adc_gain, header.base_date, header.base_time)  # fmt: skip
+
+
+def _nan_runs(x: np.ndarray) -> tuple[int, int]:
+    """Number of NaN samples and the longest run of consecutive NaN samples in ``x``."""
+    bad = np.isnan(x)
+    n = int(bad.sum())
+    if not n:
+        return 0, 0
+    d = np.diff(np.concatenate([[0], bad.astype(np.int8), [0]]))
+    return n, int((np.flatnonzero(d == -1) - np.flatnonzero(d == 1)).max())
+
+
+def _interpolate_nan(x: np.ndarray) -> np.ndarray:
+    bad = np.isnan(x)
+    good = np.flatnonzero(~bad)
+    y = x.copy()
+    y[bad] = np.interp(np.flatnonzero(bad), good, x[good])  # linear inside, nearest value at the edges
+    return y
+
+
+NAN_POLICIES = ("error", "interpolate", "mask")
+
+
 def read_record(
     path: str | os.PathLike,
     leads: Sequence[str] | None = STANDARD_LEADS,
@@ -178,22 +305,37 @@ def read_record(
     expected_fs: float | None = None,
     multifreq: str = "upsample",
     flat_tol: float = 1e-6,
+    nan: str = "error",
+    max_nan_gap: float = 0.05,
+    max_nan_fraction: float = 0.01,
+    other_channels: str = "drop",
 ) -> ECGRecord:
     """Read a WFDB record (single- or multi-segment, any sample format wfdb supports) in mV.
 
     Args:
         path: record path, with or without ``.hea``.
         leads: lead names to return, in this order, matched by name case-insensitively. Default: the canonical
-            12 leads. ``None`` returns every channel in file order (names canonicalised where recognised).
+            12 leads. ``None`` returns every **ECG** channel in file order (names canonicalised); non-ECG channels
+            (blood pressure, respiration, SpO2, ...) are left out and listed in ``meta["other_channels"]``.
         missing: ``"error"`` (default) raises when a requested lead is absent; ``"zero"`` zero-fills it and sets
             its ``lead_mask`` entry False.
         flat: ``"error"`` (default) raises on an all-constant lead; ``"mask"`` keeps it but sets ``lead_mask``
             False; ``"keep"`` accepts it.
-        expected_fs: if given, a record at another sampling rate raises (catches a wrong rate in a config).
-        multifreq: for multi-frequency records (samples-per-frame > 1): ``"upsample"`` (default) brings every
-            channel to the highest per-channel rate by polyphase resampling; ``"frame"`` averages to the frame
-            rate (wfdb's ``smooth_frames``).
+        expected_fs: if given, a record whose output rate differs raises (catches a wrong rate in a config).
+        multifreq: for multi-frequency records (samples-per-frame > 1), single- or multi-segment:
+            ``"upsample"`` (default) brings the returned channels to the highest rate **among them** by polyphase
+            resampling; ``"frame"`` averages them to the frame rate. Unreturned channels never set the rate.
         flat_tol: peak-to-peak amplitude (mV) at or below which a lead counts as flat.
+        nan: invalid samples (NaN after reading: WFDB's invalid-sample value, null segments of multi-segment
+            records) in a returned lead. ``"error"`` (default) raises; ``"interpolate"`` linearly interpolates
+            gaps of at most ``max_nan_gap`` seconds when at most ``max_nan_fraction`` of the lead is invalid,
+            and raises otherwise; ``"mask"`` interpolates the same short gaps and masks (zero-fills with
+            ``lead_mask`` False) a lead beyond either limit instead of raising. What was done is recorded in
+            ``meta["nan"]`` (``{"interpolated": {lead: samples}, "masked": [lead, ...]}``).
+        max_nan_gap: longest repairable run of invalid samples, seconds (default 50 ms).
+        max_nan_fraction: largest repairable invalid share of a lead (default 1 %).
+        other_channels: with ``leads=None``: ``"drop"`` (default) leaves non-ECG channels out; ``"keep"``
+            returns them too, in their own units (``meta["out_units"]``), never converted or validated as ECG.
 
     Returns:
         :class:`ECGRecord` with ``signal`` ``(len(leads), samples)`` float32 mV.
@@ -207,6 +349,10 @@ def read_record(
         raise ValueError(f"flat must be 'error', 'mask' or 'keep', got {flat!r}")
     if multifreq not in ("upsample", "frame"):
         raise ValueError(f"multifreq must be 'upsample' or 'frame', got {multifreq!r}")
+    if nan not in NAN_POLICIES:
+        raise ValueError(f"nan must be one of {NAN_POLICIES}, got {nan!r}")
+    if other_channels not in ("drop", "keep"):
+        raise ValueError(f"other_channels must be 'drop' or 'keep', got {other_channels!r}")
     if leads is not None:
         unknown = [n for n in leads if canonical_lead_name(n) is None]
         if unknown:
@@ -215,51 +361,13 @@ def read_record(
     base = record_base(path)
     header = read_header(base)
     is_multi = isinstance(header, wfdb.MultiRecord)
-    if is_multi:
-        for seg, seg_len in zip(header.seg_name, header.seg_len):
-            if seg == "~":
-                continue
-            seg_header = read_header(os.path.join(os.path.dirname(base), seg))
-            _check_file_sizes(os.path.join(os.path.dirname(base), seg), seg_header)
-            if seg_header.sig_len != seg_len:
-                raise ECGBadInputError(
-                    f"{base}: segment {seg} has {seg_header.sig_len} samples but the master header says {seg_len}"
-                )
-    else:
-        _check_file_sizes(base, header)
-    spf = [int(s or 1) for s in (getattr(header, "samps_per_frame", None) or [])] or [1]
-    upsample = (not is_multi) and multifreq == "upsample" and max(spf) > 1
-    try:
-        rec = wfdb.rdrecord(base, physical=True, smooth_frames=not upsample, m2s=True)
-    except Exception as exc:
-        raise ECGBadInputError(f"{base}: wfdb could not read the samples: {exc}") from exc
-    fs = float(rec.fs)
-    if upsample:
-        top = max(spf)
-        chans = []
-        for sig, s in zip(rec.e_p_signal, spf):
-            chans.append(resample_poly(sig, top // s, 1) if top % s == 0 else resample_poly(sig, top, s))
-        n = min(len(c) for c in chans)
-        signal = np.stack([c[:n] for c in chans], 0)
-        expected_len = (header.sig_len or n) * top
-        fs = fs * top
-    else:
-        signal = np.asarray(rec.p_signal, dtype=np.float64).T
-        expected_len = header.sig_len if header.sig_len else signal.shape[1]
-        if max(spf) > 1 and not is_multi:
-            expected_len = header.sig_len
-    if signal.shape[1] != expected_len:
-        raise ECGBadInputError(
-            f"{base}: header/data length mismatch: header says {expected_len} samples, read {signal.shape[1]}"
-        )
-    if expected_fs is not None and not math.isclose(fs, float(expected_fs), rel_tol=1e-6):
-        raise ECGBadInputError(f"{base}: sampling rate is {fs:g} Hz but the configuration expects {expected_fs:g} Hz")
-    file_names = list(rec.sig_name or [])
+    ch = _read_multi(base, header) if is_multi else _read_single(base, header)
+    file_names = ch.names
     canon = [canonical_lead_name(n) for n in file_names]
-    units = list(rec.units or [None] * len(file_names))
+    others = [{"name": n, "units": u} for n, c, u in zip(file_names, canon, ch.units) if c is None]
     if leads is None:
-        order = list(range(len(file_names)))
-        out_names = [c if c is not None else n for c, n in zip(canon, file_names)]
+        order = [i for i, c in enumerate(canon) if c is not None or other_channels == "keep"]
+        out_names = [canon[i] if canon[i] is not None else file_names[i] for i in order]
     else:
         seen: dict[str, int] = {}
         for i, c in enumerate(canon):
@@ -272,42 +380,83 @@ def read_record(
             seen[c] = i
         absent = [w for w in want if w not in seen]
         if absent and missing == "error":
-            unknown_in_file = [n for n, c in zip(file_names, canon) if c is None]
-            hint = f"; unrecognised lead names in the file: {unknown_in_file}" if unknown_in_file else ""
+            hint = f"; unrecognised lead names in the file: {[o['name'] for o in others]}" if others else ""
             raise ECGBadInputError(f"{base}: missing lead(s) {absent} (file has {file_names}){hint}")
         order = [seen.get(w, -1) for w in want]
         out_names = list(want)
-    out = np.zeros((len(order), signal.shape[1]), dtype=np.float32)
+    if not [i for i in order if i >= 0]:
+        raise ECGBadInputError(f"{base}: no ECG lead among the channels {file_names}")
+    # Output rate from the returned channels only (an unrequested 4x-oversampled channel must not drag them up).
+    top = max(ch.spf[i] for i in order if i >= 0) if multifreq == "upsample" else 1
+    fs = ch.frame_fs * top
+    n_out = ch.sig_len * top
+    if expected_fs is not None and not math.isclose(fs, float(expected_fs), rel_tol=1e-6):
+        raise ECGBadInputError(f"{base}: sampling rate is {fs:g} Hz but the configuration expects {expected_fs:g} Hz")
+    out = np.zeros((len(order), n_out), dtype=np.float32)
     mask = np.zeros(len(order), dtype=bool)
+    nan_info: dict[str, Any] = {"interpolated": {}, "masked": []}
+    out_units = []
     for row, i in enumerate(order):
         if i < 0:
+            out_units.append("mV")
             continue  # zero-filled on explicit request (missing="zero"); lead_mask stays False
-        sig = signal[i]
+        sig = ch.sigs[i]
         name = out_names[row]
-        n_nan = int(np.isnan(sig).sum())
+        is_ecg = canon[i] is not None
+        native_fs = ch.frame_fs * ch.spf[i]
+        n_nan, longest = _nan_runs(sig)
         if n_nan:
-            raise ECGBadInputError(f"{base}: lead {name} has {n_nan} NaN samples (of {sig.size})")
-        sig = _to_mv(sig, units[i], base, name)
+            limit = max(1, int(round(max_nan_gap * native_fs)))
+            what = f"lead {name} has {n_nan} invalid (NaN) samples of {sig.size} (longest gap {longest})"
+            too_bad = n_nan == sig.size or longest > limit or n_nan > max_nan_fraction * sig.size
+            if nan == "error":
+                raise ECGInvalidSamplesError(f"{base}: {what}; nan='interpolate' or 'mask' repairs short gaps")
+            if too_bad and nan == "interpolate":
+                raise ECGInvalidSamplesError(
+                    f"{base}: {what}, beyond the repairable limits (gap <= {limit} samples = {max_nan_gap:g} s, "
+                    f"<= {max_nan_fraction:.1%} of the lead)"
+                )
+            if too_bad:  # nan == "mask"
+                nan_info["masked"].append(name)
+                out_units.append(ch.units[i] if not is_ecg else "mV")
+                continue
+            sig = _interpolate_nan(sig)
+            nan_info["interpolated"][name] = n_nan
+        if is_ecg:
+            sig = _to_mv(sig, ch.units[i], base, name)
+        out_units.append("mV" if is_ecg else ch.units[i])
+        s = ch.spf[i]
+        if multifreq == "frame" and s > 1:
+            sig = sig.reshape(ch.sig_len, s).mean(1)
+        elif s != top:
+            sig = resample_poly(sig, top // s, 1) if top % s == 0 else resample_poly(sig, top, s)
+            sig = sig[:n_out]
         mask[row] = True
-        if sig.size and float(np.ptp(sig)) <= flat_tol:
+        if is_ecg and sig.size and float(np.ptp(sig)) <= flat_tol:
             if flat == "error":
                 raise ECGBadInputError(f"{base}: lead {name} is flat (constant {float(sig[0]):.4g} mV)")
             if flat == "mask":
                 mask[row] = False
         out[row] = sig
+    if not mask.any() and nan_info["masked"]:
+        raise ECGInvalidSamplesError(
+            f"{base}: every returned lead is masked for invalid samples ({nan_info['masked']})"
+        )
     meta = {
         "sig_name": file_names,
-        "units": units,
-        "fmt": list(getattr(header, "fmt", None) or []),
-        "adc_gain": list(getattr(rec, "adc_gain", None) or []),
-        "sig_len": header.sig_len,
-        "samps_per_frame": spf,
-        "n_segments": len(header.seg_name) if is_multi else 1,
-        "base_date": str(rec.base_date) if rec.base_date is not None else None,
-        "base_time": str(rec.base_time) if rec.base_time is not None else None,
+        "units": ch.units,
+        "out_units": out_units,
+        "other_channels": others,
+        "fmt": ch.fmt,
+        "adc_gain": ch.adc_gain,
+        "sig_len": ch.sig_len,
+        "samps_per_frame": ch.spf,
+        "n_segments": len([s for s in header.seg_name if s != "~"]) if is_multi else 1,
+        "base_date": str(ch.base_date) if ch.base_date is not None else None,
+        "base_time": str(ch.base_time) if ch.base_time is not None else None,
+        "nan": nan_info,
     }
-    comments = list(rec.comments or header.comments or [])
-    return ECGRecord(out, fs, out_names, mask, base, comments, meta)
+    return ECGRecord(out, fs, out_names, mask, base, ch.comments, meta)
 
 
 def write_record(

@@ -26,6 +26,7 @@ __all__ = [
     "ResNet1d",
     "ViT1d",
     "MELP",
+    "conv_geometry",
     "resnet1d_tower",
     "vit1d_tower",
     "load_model",
@@ -46,6 +47,27 @@ ENCODER_SIZES: dict[str, dict[str, dict[str, Any]]] = {
         "large": {"width": 768, "depth": 8, "heads": 12},  # MELP-small width/depth
     },
 }
+
+
+def conv_geometry(convs: Sequence[nn.Conv1d]) -> tuple[int, float, int]:
+    """Token geometry of a chain of 1-D convolutions along an encoder's main path.
+
+    A convolution with kernel ``k``, stride ``s``, padding ``p`` and dilation ``d`` centres output ``j`` on input
+    ``j*s - p + d*(k-1)/2``; composing the chain gives token ``n``'s centre ``offset + n*stride`` in input samples
+    and its receptive field (``rf`` samples).
+
+    Returns:
+        ``(stride, offset, rf)``.
+    """
+    stride, offset, rf = 1, 0.0, 1
+    for c in convs:
+        k, st, pad, dil = c.kernel_size[0], c.stride[0], c.padding[0], c.dilation[0]
+        if isinstance(pad, str):
+            raise ValueError(f"string padding {pad!r} is not supported by conv_geometry")
+        offset += stride * (dil * (k - 1) / 2 - pad)
+        rf += stride * dil * (k - 1)
+        stride *= st
+    return stride, float(offset), rf
 
 
 class _Block1d(nn.Module):
@@ -75,7 +97,9 @@ class ResNet1d(nn.Module):
         layers: blocks per stage.
 
     Shapes:
-        ``forward(x [B, C, T]) -> tokens [B, ceil(T/16), 8*width]``; :attr:`stride` = 16 samples per token.
+        ``forward(x [B, C, T]) -> tokens [B, ceil(T/16), 8*width]``; :attr:`stride` = 16 samples per token, token
+        ``n`` centred on sample ``offset + n*stride`` (:meth:`token_centers`; ``offset`` = 0 here, because the
+        padded strided convolutions centre output ``j`` on input ``2j``, not ``2j + 0.5``).
     """
 
     def __init__(self, in_leads: int = 12, width: int = 64, layers: Sequence[int] = (2, 2, 2, 2)) -> None:
@@ -91,10 +115,16 @@ class ResNet1d(nn.Module):
                 cin = cout
         self.blocks = nn.Sequential(*blocks)
         self.out_dim = cin
-        self.stride = 2 * 2 ** (len(layers) - 1)
+        # Main-path convolutions (the 1x1 shortcut convolutions have the same stride and centre).
+        main = [self.stem[0]] + [c for b in blocks for c in (b.conv1, b.conv2)]
+        self.stride, self.offset, self.receptive_field = conv_geometry(main)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.blocks(self.stem(x)).transpose(1, 2)
+
+    def token_centers(self, n: int, device: torch.device | None = None) -> Tensor:
+        """Input-sample centre of each of ``n`` tokens ``[n]`` (float)."""
+        return self.offset + self.stride * torch.arange(n, device=device, dtype=torch.float32)
 
 
 class ViT1d(nn.Module):
@@ -122,7 +152,13 @@ class ViT1d(nn.Module):
                                            norm_first=True)  # fmt: skip
         self.encoder = nn.TransformerEncoder(layer, depth, enable_nested_tensor=False)
         self.norm = nn.LayerNorm(width)
-        self.out_dim, self.stride = width, patch
+        self.out_dim = width
+        # Attention mixes tokens, but each token's own patch is [n*patch, (n+1)*patch): centre n*patch + (patch-1)/2.
+        self.stride, self.offset, self.receptive_field = conv_geometry([self.embed])
+
+    def token_centers(self, n: int, device: torch.device | None = None) -> Tensor:
+        """Input-sample centre of each of ``n`` patch tokens ``[n]`` (float)."""
+        return self.offset + self.stride * torch.arange(n, device=device, dtype=torch.float32)
 
     def forward(self, x: Tensor) -> Tensor:
         t = self.embed(x).transpose(1, 2)
@@ -134,28 +170,38 @@ class ViT1d(nn.Module):
 
 
 def pool_beats(
-    tokens: Tensor, rpeaks: Tensor, stride: float, fs: float, before: float = 0.25, after: float = 0.45
+    tokens: Tensor,
+    rpeaks: Tensor,
+    stride: float,
+    fs: float,
+    before: float = 0.25,
+    after: float = 0.45,
+    offset: float | None = None,
 ) -> tuple[Tensor, Tensor]:
-    """Average encoder tokens inside a window around each R peak.
+    """Average encoder tokens whose centres fall inside a window around each R peak.
 
     Args:
-        tokens: ``[B, N, W]`` encoder tokens; token ``n`` covers samples ``[n*stride, (n+1)*stride)``.
+        tokens: ``[B, N, W]`` encoder tokens; token ``n`` is centred on input sample ``offset + n*stride``.
         rpeaks: ``[B, Nb]`` long R-peak sample indices, ``-1`` = padding.
         stride: samples per token.
         fs: sampling rate (Hz).
         before / after: window around the R peak (s).
+        offset: centre of token 0 in input samples, from the encoder's real convolution geometry
+            (:func:`conv_geometry`; the :class:`ECGTower` passes it). ``None`` assumes a non-overlapping patch
+            embedding, ``(stride - 1) / 2``.
 
     Returns:
         ``beats [B, Nb, W]`` and ``beat_mask [B, Nb]`` (False for padding).
     """
     n = tokens.shape[1]
-    centers = (torch.arange(n, device=tokens.device, dtype=torch.float32) + 0.5) * stride  # [N]
+    offset = (stride - 1) / 2 if offset is None else offset
+    centers = offset + stride * torch.arange(n, device=tokens.device, dtype=torch.float32)  # [N]
     r = rpeaks.to(torch.float32)
     valid = rpeaks >= 0
     lo, hi = r - before * fs, r + after * fs
     w = ((centers[None, None] >= lo[..., None]) & (centers[None, None] < hi[..., None])).to(tokens.dtype)
-    # A window narrower than a token still takes the token that contains the R peak.
-    nearest = (r / stride).floor().clamp(0, n - 1).long()
+    # A window narrower than a token still takes the token centred nearest to the R peak.
+    nearest = ((r - offset) / stride).round().clamp(0, n - 1).long()
     w = torch.where(w.sum(-1, keepdim=True) > 0, w, nn.functional.one_hot(nearest, n).to(tokens.dtype))
     w = w * valid[..., None].to(tokens.dtype)
     beats = torch.bmm(w, tokens) / w.sum(-1, keepdim=True).clamp_min(1.0)
@@ -250,7 +296,8 @@ class ECGTower(Tower):
             if rpeaks is None:
                 rpeaks = self._detect(signal)
             n_b = max(1, int((rpeaks >= 0).sum(1).max()))  # drop all-padding beat columns
-            beats, mask = pool_beats(tokens, rpeaks[:, :n_b], self.encoder.stride, self.fs)
+            beats, mask = pool_beats(tokens, rpeaks[:, :n_b], self.encoder.stride, self.fs,
+                                     offset=float(self.encoder.offset))  # fmt: skip
             extras["beats"], extras["beat_mask"] = self.beat_proj(beats), mask
         elif self.beats == "queries":
             q = self.beat_pool(tokens)

@@ -15,6 +15,7 @@ and CSV layouts, so demos and tests exercise the same readers and indexers as re
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +28,8 @@ from vlp_ecg.io import STANDARD_LEADS, write_record
 
 __all__ = [
     "CLASSES",
+    "REPORT_STYLES",
+    "Measurements",
     "RHYTHMS",
     "SCP_STATEMENTS",
     "SyntheticECG",
@@ -34,6 +37,8 @@ __all__ = [
     "make_fake_mimic",
     "make_fake_ptbxl",
     "make_report",
+    "measure",
+    "report_vocabulary",
     "sample_labels",
     "synthesize_ecg",
 ]
@@ -57,30 +62,284 @@ SCP_STATEMENTS: dict[str, tuple] = {
     "AFIB": ("atrial fibrillation", None, None, 1.0, None, None, "Rhythm"),
 }
 
-_PHRASES: dict[str, list[str]] = {
-    "SR": ["sinus rhythm", "normal sinus rhythm", "regular sinus rhythm", "rhythm is sinus"],
-    "SBRAD": ["sinus bradycardia", "slow sinus rhythm", "sinus rhythm with bradycardia", "marked sinus bradycardia"],
-    "STACH": ["sinus tachycardia", "rapid sinus rhythm", "sinus rhythm with tachycardia", "fast sinus rhythm"],
-    "AFIB": [
-        "atrial fibrillation",
-        "atrial fibrillation with irregular ventricular response",
-        "irregularly irregular rhythm consistent with atrial fibrillation",
-        "afib, no p waves visible",
-    ],
-    "1AVB": ["first degree av block", "prolonged pr interval", "1st degree atrioventricular block", "av block i"],
-    "PVC": [
-        "premature ventricular contractions",
-        "ventricular premature beats",
-        "occasional ventricular extrasystoles",
-        "ventricular ectopic beats",
-    ],
-    "CLBBB": ["left bundle branch block", "complete left bundle branch block", "lbbb with wide qrs"],
-    "CRBBB": ["right bundle branch block", "complete right bundle branch block", "rbbb, rsr' pattern in v1"],
-    "STE_": ["st elevation", "st segment elevation", "st elevation, consider acute injury", "elevated st segments"],
-    "NORM": ["normal ecg", "otherwise normal ecg", "ecg within normal limits"],
+# Report phrase bank per class, in three registers: machine statements (MIMIC-IV-ECG / GE-Marquette 12SL style),
+# short PTB-XL-style interpretations (abbreviations, lower case) and cardiologist free text. The zero-shot
+# *descriptive* prompts in :mod:`vlp_ecg.eval` are written so that none of their content words occurs here (a test
+# checks it), so scoring with them measures transfer, not string matching.
+_PHRASES: dict[str, dict[str, list[str]]] = {
+    "SR": {
+        "machine": ["Sinus rhythm", "Normal sinus rhythm", "Sinus rhythm, rate within limits"],
+        "short": ["sr", "sinus rhythm", "nsr", "regular sinus rhythm"],
+        "free": ["The rhythm is sinus", "Underlying rhythm is sinus", "Sinus mechanism"],
+    },
+    "SBRAD": {
+        "machine": ["Sinus bradycardia", "Marked sinus bradycardia"],
+        "short": ["sb", "sinus brady", "sinus bradycardia", "bradycardic sinus rhythm"],
+        "free": ["Sinus bradycardia is present", "The rhythm is sinus bradycardia", "Sinus mechanism with bradycardia"],
+    },
+    "STACH": {
+        "machine": ["Sinus tachycardia"],
+        "short": ["st", "sinus tachy", "sinus tachycardia", "tachycardic sinus rhythm"],
+        "free": ["Sinus tachycardia is present", "The rhythm is sinus tachycardia", "Sinus mechanism with tachycardia"],
+    },
+    "AFIB": {
+        "machine": [
+            "Atrial fibrillation",
+            "Atrial fibrillation with rapid ventricular response",
+            "Atrial fibrillation with controlled ventricular response",
+        ],
+        "short": ["af", "afib", "a-fib", "atrial fibrillation", "vorhofflimmern (atrial fibrillation)"],
+        "free": [
+            "The rhythm is atrial fibrillation",
+            "Irregularly irregular rhythm, atrial fibrillation",
+            "Atrial fibrillation, fibrillatory waves seen",
+        ],
+    },
+    "1AVB": {
+        "machine": ["Prolonged PR interval", "1st degree A-V block", "First degree AV block"],
+        "short": ["1avb", "av block i", "avb 1st degree", "first-degree av block", "pr prolonged"],
+        "free": [
+            "There is first degree atrioventricular block",
+            "The PR interval is prolonged",
+            "AV conduction is delayed (first degree block)",
+        ],
+    },
+    "PVC": {
+        "machine": [
+            "with occasional premature ventricular complexes",
+            "Premature ventricular complexes",
+            "with frequent ventricular premature complexes",
+        ],
+        "short": ["pvc", "pvcs", "vpb", "vpbs", "ventricular extrasystoles", "ves"],
+        "free": [
+            "Occasional ventricular ectopic beats are seen",
+            "There are isolated PVCs",
+            "Single ventricular extrasystoles noted",
+        ],
+    },
+    "CLBBB": {
+        "machine": ["Left bundle branch block", "Complete left bundle branch block"],
+        "short": ["lbbb", "clbbb", "complete lbbb", "left bundle branch block"],
+        "free": [
+            "There is a complete left bundle branch block",
+            "Left bundle branch block pattern",
+            "Wide QRS with LBBB morphology",
+        ],
+    },
+    "CRBBB": {
+        "machine": ["Right bundle branch block", "Complete right bundle branch block"],
+        "short": ["rbbb", "crbbb", "complete rbbb", "right bundle branch block"],
+        "free": [
+            "There is a complete right bundle branch block",
+            "Right bundle branch block pattern",
+            "Wide QRS with RBBB morphology, rsR' in V1",
+        ],
+    },
+    "STE_": {
+        "machine": ["ST elevation", "ST elevation, consider acute injury", "Marked ST elevation"],
+        "short": ["ste", "st elevation", "st-elevation", "st hebung (st elevation)"],
+        "free": ["There is ST segment elevation", "ST segments are elevated", "Significant ST elevation"],
+    },
+    "NORM": {
+        "machine": ["Normal ECG", "Within normal limits"],
+        "short": ["normal ecg", "norm", "ecg within normal limits"],
+        "free": ["Normal tracing", "This is a normal ECG", "No abnormality detected"],
+    },
 }
-_TERRITORY_TEXT = {"anterior": "in the anterior leads", "inferior": "in the inferior leads"}
-_FILLER = ["unconfirmed report", "no previous ecg available for comparison", "", "", ""]
+_TERRITORY_TEXT = {
+    "anterior": ["in the anterior leads", "in V1-V4", "anteriorly", "anterior leads"],
+    "inferior": ["in the inferior leads", "in II, III, aVF", "inferiorly", "inferior leads"],
+}
+_HEDGES = ["possible", "probable", "consider", "borderline", "suggests", "cannot rule out"]
+# Hedges only ever apply to the less certain findings (a rhythm is never hedged in 12SL statements).
+_HEDGEABLE = ("1AVB", "STE_", "CLBBB", "CRBBB", "PVC")
+# Normal findings and negations, used only when none of the classes they negate is present.
+_NEGATIONS: dict[tuple[str, ...], list[str]] = {
+    ("STE_",): ["no acute ST changes", "no ST elevation", "no acute ST-T changes", "ST segments unremarkable"],
+    ("PVC",): ["no ectopy", "no ventricular ectopy seen", "no PVCs"],
+    ("1AVB",): ["PR interval normal", "no AV block", "AV conduction normal"],
+    ("CLBBB", "CRBBB"): ["QRS duration normal", "no bundle branch block", "narrow QRS complexes"],
+    ("AFIB",): ["P waves present", "no atrial fibrillation"],
+}
+# Label-free sentences: negations of findings the generator never produces, comparisons, report status, technique.
+_NO_LABEL = [
+    "no evidence of pre-excitation", "no evidence of Brugada pattern", "QT interval within normal limits",
+    "compared with the previous tracing, no significant change", "compared with ECG of last week, rate has changed",
+    "no previous ECG available for comparison", "unconfirmed report", "unconfirmed diagnosis",
+    "confirmed by cardiology", "technically fair study", "baseline artifact present", "borderline voltage",
+    "possible left atrial abnormality", "nonspecific T wave flattening", "lead reversal excluded",
+    "interpretation requires clinical correlation", "computer interpretation, review advised",
+]  # fmt: skip
+REPORT_STYLES: tuple[str, ...] = ("machine", "short", "free")
+"""Report registers :func:`make_report` mixes: MIMIC-IV-ECG machine statements, PTB-XL short, cardiologist text."""
+
+
+def _phrase(code: str, style: str, rng: np.random.Generator) -> str:
+    bank = _PHRASES[code]
+    # Mostly the register's own wording, sometimes another register's (real reports mix them).
+    pool = bank[style] if rng.random() < 0.75 else bank[str(rng.choice(list(bank)))]
+    return str(rng.choice(pool))
+
+
+def report_vocabulary() -> set[str]:
+    """Every lower-cased word any report can contain (phrase bank, territories, hedges, negations, fillers and the
+    measurement lines' words): the reference for the zero-shot prompt-disjointness check."""
+    texts: list[str] = []
+    for bank in _PHRASES.values():
+        for pool in bank.values():
+            texts += pool
+    for pool in list(_TERRITORY_TEXT.values()) + list(_NEGATIONS.values()):
+        texts += pool
+    texts += _HEDGES + _NO_LABEL + list(_MEASUREMENT_WORDS) + list(_SUMMARY.values())[0] + list(_SUMMARY.values())[1]
+    texts += list(_SUMMARY["borderline"]) + _FREE_GLUE
+    return {w for t in texts for w in _words(t)}
+
+
+def _words(text: str) -> list[str]:
+    return re.findall(r"[a-z][a-z'-]*|[0-9]+", text.lower())
+
+
+_SUMMARY = {
+    "normal": ["Normal ECG", "normal ecg", "Within normal limits"],
+    "abnormal": ["Abnormal ECG", "abnormal ecg", "Abnormal tracing"],
+    "borderline": ["Borderline ECG", "borderline ecg"],
+}
+_FREE_GLUE = ["There is", "are seen", "is present", "at", "bpm", "with", "and", "also", "otherwise", "the"]
+_MEASUREMENT_WORDS = ("Vent. rate BPM", "PR interval ms", "QRS duration ms", "QT/QTc ms", "P-R-T axes",
+                      "Ventricular rate /min", "rate", "PR", "QRS", "QT", "QTc", "axis")  # fmt: skip
+
+
+@dataclass
+class Measurements:
+    """Interval and axis measurements of a generated record (what an ECG cart prints above its statements).
+
+    ``rate`` (ventricular, from the R peaks), ``pr``, ``qrs``, ``qt``, ``qtc`` (Bazett) in ms, ``p_axis``,
+    ``qrs_axis``, ``t_axis`` in degrees; ``None`` where not measurable (PR and P axis in atrial fibrillation).
+    """
+
+    rate: int
+    pr: int | None
+    qrs: int
+    qt: int
+    qtc: int
+    p_axis: int | None
+    qrs_axis: int
+    t_axis: int
+
+    def line(self, style: str) -> str:
+        """The measurement line as a machine (12SL) or cardiologist would write it."""
+        pr = "*" if self.pr is None else str(self.pr)
+        pa = "*" if self.p_axis is None else str(self.p_axis)
+        if style == "machine":
+            return (f"Vent. rate {self.rate} BPM. PR interval {pr} ms. QRS duration {self.qrs} ms. "
+                    f"QT/QTc {self.qt}/{self.qtc} ms. P-R-T axes {pa} {self.qrs_axis} {self.t_axis}")  # fmt: skip
+        return f"Ventricular rate {self.rate}/min, PR {pr} ms, QRS {self.qrs} ms, QTc {self.qtc} ms"
+
+
+def make_report(
+    labels: Sequence[str],
+    rng: np.random.Generator,
+    heart_rate: float | None = None,
+    *,
+    measurements: Measurements | None = None,
+    style: str | None = None,
+    territory: str | None = None,
+    hedge_p: float = 0.15,
+    negation_p: float = 0.35,
+    filler_p: float = 0.5,
+) -> str:
+    """A realistic English ECG report for a label set.
+
+    Mixed registers (:data:`REPORT_STYLES`): machine statements with a measurement line, short PTB-XL-style
+    interpretations with abbreviations, cardiologist free text. Findings come in random order and may be hedged
+    (``possible``, ``consider``); absent findings are sometimes negated (``no acute ST changes``); label-free
+    sentences (comparisons, report status, technical remarks) are mixed in.
+
+    Args:
+        labels: SCP codes (see :data:`CLASSES`).
+        rng: random generator.
+        heart_rate: mean ventricular rate, used when ``measurements`` is not given.
+        measurements: :class:`Measurements` of the signal (a measurement line is written in machine/free style).
+        style: one of :data:`REPORT_STYLES`; ``None`` draws one (machine 45 %, short 30 %, free 25 %).
+        territory: ``"anterior"``/``"inferior"`` for ``STE_``.
+        hedge_p / negation_p / filler_p: probabilities of a hedge per hedgeable finding, of each applicable
+            negation, and of a label-free sentence.
+    """
+    style = style or str(rng.choice(REPORT_STYLES, p=[0.45, 0.3, 0.25]))
+    if style not in REPORT_STYLES:
+        raise ValueError(f"style must be one of {REPORT_STYLES}, got {style!r}")
+    lab = [c for c in labels if c in _PHRASES]
+    rhythm = [c for c in lab if c in RHYTHMS]
+    others = [c for c in lab if c not in rhythm and c != "NORM"]
+    rng.shuffle(others)
+    sentences = [_phrase(c, style, rng) for c in rhythm]
+    for c in others:
+        s = _phrase(c, style, rng)
+        if c == "STE_" and territory and rng.random() < 0.6:
+            s = f"{s} {rng.choice(_TERRITORY_TEXT[territory])}"
+        if c in _HEDGEABLE and rng.random() < hedge_p:
+            s = f"{rng.choice(_HEDGES)} {s[0].lower() + s[1:]}"
+        sentences.append(s)
+    for negated, pool in _NEGATIONS.items():
+        if not set(negated) & set(lab) and rng.random() < negation_p / 2:
+            sentences.append(str(rng.choice(pool)))
+    if rng.random() < filler_p:
+        sentences.insert(int(rng.integers(1, len(sentences) + 1)), str(rng.choice(_NO_LABEL)))
+    if "NORM" in lab and rng.random() < 0.8:
+        sentences.append(str(rng.choice(_SUMMARY["normal"])))
+    elif (others or "AFIB" in rhythm) and rng.random() < 0.6:
+        sentences.append(str(rng.choice(_SUMMARY["abnormal" if rng.random() < 0.8 else "borderline"])))
+    if measurements is None and heart_rate is not None and style != "short" and rng.random() < 0.4:
+        sentences.insert(1, f"ventricular rate {int(round(heart_rate))} bpm")
+    if measurements is not None and style != "short" and rng.random() < 0.7:
+        line = measurements.line(style)
+        if style == "machine":
+            sentences = [line] + sentences
+        else:
+            sentences.insert(1, line)
+    if style == "short":
+        sentences = [s.lower() for s in sentences]
+        return ". ".join(sentences) + "."
+    sentences = [s[0].upper() + s[1:] for s in sentences]
+    return ". ".join(sentences) + "."
+
+
+def measure(signal: np.ndarray, fs: float, rpeaks: np.ndarray, params: dict) -> Measurements:
+    """Measure rate, intervals and axes of a generated record.
+
+    The rate and the frontal QRS/T/P axes are measured on the signal (R peaks; net areas of the median beat in
+    leads I and aVF); PR, QRS and QT durations are the generator's own intervals (exactly what the beat model draws).
+
+    Args:
+        signal: ``(12, T)`` mV in :data:`STANDARD_LEADS` order.
+        fs: Hz.
+        rpeaks: R-peak sample indices.
+        params: the generator's ``params`` (``pr``, ``qrs_ms``, ``qt``, ``afib``).
+    """
+    rr = np.diff(rpeaks) / fs
+    rate = int(round(60 / float(np.median(rr)))) if len(rr) else int(round(params.get("hr", 60)))
+    i_lead, avf = signal[STANDARD_LEADS.index("I")], signal[STANDARD_LEADS.index("aVF")]
+
+    def axis(lo: float, hi: float) -> int:
+        acc_i, acc_f = 0.0, 0.0
+        for r in rpeaks:
+            s, e = int(r + lo * fs), int(r + hi * fs)
+            if s < 0 or e > signal.shape[1]:
+                continue
+            ref = slice(max(0, int(r - fs)), int(r + fs))  # isoelectric reference: median over +-1 s
+            acc_i += float(i_lead[s:e].sum() - (e - s) * np.median(i_lead[ref]))
+            acc_f += float(avf[s:e].sum() - (e - s) * np.median(avf[ref]))
+        return int(round(np.degrees(np.arctan2(acc_f, acc_i))))
+
+    qrs_half = params["qrs_ms"] / 2000
+    qrs_axis = axis(-qrs_half, qrs_half)
+    t_axis = axis(params["t_peak"] - 0.08, params["t_peak"] + 0.08)
+    p_axis = None if params.get("afib") else axis(-params["pr"] - 0.04, -params["pr"] + 0.04)
+    qt = int(round(params["qt"] * 1000))
+    rr_s = 60 / rate
+    return Measurements(rate, None if params.get("afib") else int(round(params["pr"] * 1000)), int(params["qrs_ms"]),
+                        qt, int(round(qt / np.sqrt(rr_s))), p_axis, qrs_axis, t_axis)  # fmt: skip
+
 
 # Wave amplitudes (mV) on the independent leads [I, II, V1, V2, V3, V4, V5, V6].
 _BASE = {
@@ -134,34 +393,6 @@ def sample_labels(rng: np.random.Generator) -> list[str]:
     if rng.random() < 0.22:
         labels.append("STE_")
     return labels
-
-
-def make_report(labels: Sequence[str], rng: np.random.Generator, heart_rate: float | None = None, **kw) -> str:
-    """PTB-XL-like English report from labels, with varied phrasing and order of secondary statements.
-
-    Args:
-        labels: SCP codes.
-        rng: random generator.
-        heart_rate: optional mean rate to mention.
-        kw: ``territory`` for STE_.
-    """
-    rhythm = [c for c in labels if c in ("SR", "SBRAD", "STACH", "AFIB")]
-    others = [c for c in labels if c not in rhythm and c != "NORM"]
-    rng.shuffle(others)
-    sentences = [str(rng.choice(_PHRASES[c])) for c in rhythm]
-    for c in others:
-        s = str(rng.choice(_PHRASES[c]))
-        if c == "STE_" and kw.get("territory") and rng.random() < 0.6:
-            s = f"{s} {_TERRITORY_TEXT[kw['territory']]}"
-        sentences.append(s)
-    if not others and "AFIB" not in rhythm:
-        sentences.append(str(rng.choice(_PHRASES["NORM"])))
-    if heart_rate is not None and rng.random() < 0.4:
-        sentences.insert(1, f"ventricular rate {int(round(heart_rate))} bpm")
-    filler = str(rng.choice(_FILLER))
-    if filler:
-        sentences.append(filler)
-    return ". ".join(sentences) + "."
 
 
 def _gauss(t: np.ndarray, centers: np.ndarray, sigmas: np.ndarray, amps: np.ndarray) -> np.ndarray:
@@ -296,10 +527,16 @@ def synthesize_ecg(
     rpk = rpk[(rpk >= 0) & (rpk < n)]
     if set(labels) == {"SR"}:
         labels = ["NORM", "SR"]
-    report = make_report(labels, rng, heart_rate=60 / float(np.median(np.diff(beats))) if len(beats) > 2 else hr,
-                         territory=territory)  # fmt: skip
-    params = {"hr": float(hr), "pr": float(pr), "territory": territory, "pvc_beats": kinds.tolist()}
-    return SyntheticECG(sig12.astype(np.float32), float(fs), rpk, list(labels), report, params)
+    rr_mean = 60 / hr
+    qt_t = 0.26 * np.sqrt(rr_mean) + 0.04  # T-wave peak after R (as drawn above)
+    qrs_ms = float(np.round(rng.uniform(126, 160) if qrs_w > 1 else rng.uniform(78, 102)))
+    params = {"hr": float(hr), "pr": float(pr), "territory": territory, "pvc_beats": kinds.tolist(),
+              "qrs_ms": qrs_ms, "t_peak": float(qt_t), "qt": float(qt_t + 0.08), "afib": "AFIB" in lab}  # fmt: skip
+    sig32 = sig12.astype(np.float32)
+    meas = measure(sig32, fs, rpk, params)
+    params["measurements"] = meas
+    report = make_report(labels, rng, measurements=meas, territory=territory)
+    return SyntheticECG(sig32, float(fs), rpk, list(labels), report, params)
 
 
 def _scp_statements_frame() -> pd.DataFrame:
@@ -392,17 +629,23 @@ def make_fake_mimic(root: str | os.PathLike, n: int = 10, *, duration: float = 1
         write_record(root / rel, ecg.signal[idx], 500, order)
         rec_rows.append({"subject_id": subject, "study_id": study, "file_name": study,
                          "ecg_time": f"2180-07-{1 + k % 28:02d} 08:00:00", "path": rel})  # fmt: skip
-        sentences = ecg.report.rstrip(".").split(". ")
+        # MIMIC keeps the machine statements in report_N and the measurements in their own columns.
+        m = ecg.params["measurements"]
+        report = make_report(ecg.labels, rng, style="machine", territory=ecg.params["territory"])
+        sentences = report.rstrip(".").split(". ")
         mm = {"subject_id": subject, "study_id": study, "cart_id": 6848, "ecg_time": rec_rows[-1]["ecg_time"]}
-        slots = sorted(rng.choice(18, size=len(sentences), replace=False))  # non-contiguous report columns
+        slots = sorted(rng.choice(18, size=min(18, len(sentences)), replace=False))  # non-contiguous columns
         for j in range(18):
             mm[f"report_{j}"] = None
         for s, j in zip(sentences, slots):
             mm[f"report_{j}"] = s
+        missing = 29999
+        p_on = missing if m.pr is None else 200 - m.pr
         mm.update({"bandwidth": "0.005-150 Hz", "filtering": "60 Hz notch Baseline filter",
-                   "rr_interval": int(60000 / ecg.params["hr"]), "p_onset": 29999 if "AFIB" in ecg.labels else 40,
-                   "p_end": 29999 if "AFIB" in ecg.labels else 120, "qrs_onset": 200, "qrs_end": 290, "t_end": 600,
-                   "p_axis": 29999, "qrs_axis": 45, "t_axis": 40})  # fmt: skip
+                   "rr_interval": int(round(60000 / m.rate)), "p_onset": p_on,
+                   "p_end": missing if m.pr is None else p_on + 100, "qrs_onset": 200, "qrs_end": 200 + m.qrs,
+                   "t_end": 200 + m.qt, "p_axis": missing if m.p_axis is None else m.p_axis,
+                   "qrs_axis": m.qrs_axis, "t_axis": m.t_axis})  # fmt: skip
         mm_rows.append(mm)
     pd.DataFrame(rec_rows).to_csv(root / "record_list.csv", index=False)
     pd.DataFrame(mm_rows).to_csv(root / "machine_measurements.csv", index=False)
