@@ -26,6 +26,8 @@ batch gives exactly the unpadded per-sample results (and zero gradient on the pa
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Literal
 
 import numpy as np
@@ -49,8 +51,12 @@ _INF = float("inf")
 
 # ---------------------------------------------------------------------------------------------------- cost helpers
 def pairwise_sqeuclidean(x: Tensor, y: Tensor) -> Tensor:
-    """Squared Euclidean distances ``[B, N, M]`` between ``x [B, N, D]`` and ``y [B, M, D]`` (exact, no clamping)."""
-    return (x.unsqueeze(2) - y.unsqueeze(1)).pow(2).sum(-1)
+    """Squared Euclidean distances ``[B, N, M]`` between ``x [B, N, D]`` and ``y [B, M, D]``.
+
+    ``|x|² + |y|² - 2 x·y`` through one batched matmul (no ``[B, N, M, D]`` intermediate), clamped at 0.
+    """
+    sq = x.pow(2).sum(-1).unsqueeze(2) + y.pow(2).sum(-1).unsqueeze(1)
+    return torch.baddbmm(sq, x, y.transpose(1, 2), alpha=-2.0).clamp_min(0.0)
 
 
 def pairwise_cosine_distance(x: Tensor, y: Tensor, eps: float = 1e-8) -> Tensor:
@@ -86,8 +92,8 @@ def _skew_index(n: int, m: int, device: torch.device) -> tuple[Tensor, Tensor, T
     return fwd, ii, jj
 
 
-def _mask_cost(cost: Tensor, n_len: Tensor, m_len: Tensor, band: float | None) -> Tensor:
-    """Cost with ``+inf`` outside each sample's ``[n_b, m_b]`` block (and outside the band, when given)."""
+def _mask_cost(cost: Tensor, n_len: Tensor, m_len: Tensor, band: float | None, fill: float = _INF) -> Tensor:
+    """Cost with ``fill`` outside each sample's ``[n_b, m_b]`` block (and outside the band, when given)."""
     _, n, m = cost.shape
     i = torch.arange(n, device=cost.device).view(1, n, 1)
     j = torch.arange(m, device=cost.device).view(1, 1, m)
@@ -98,53 +104,71 @@ def _mask_cost(cost: Tensor, n_len: Tensor, m_len: Tensor, band: float | None) -
         mb = m_len.view(-1, 1, 1).to(cost.dtype)
         slope = torch.where(nb > 1, (mb - 1) / (nb - 1).clamp_min(1), torch.zeros_like(mb))
         outside = outside | ((j - i * slope).abs() > band)
-    return cost.masked_fill(outside, _INF)
+    return cost.masked_fill(outside, fill)
 
 
 # ---------------------------------------------------------------------------------------------------- local softmin
-def _softmin(r: Tensor, gamma: float, relaxation: str) -> Tensor:
-    """Relaxed minimum over the last dim (3 neighbours), ``+inf`` where all are ``+inf``."""
+# The analytic kernel marks missing cells with a huge *finite* sentinel instead of +inf: exp(-(BIG - m)/γ) is exactly
+# 0, so no inf - inf = NaN can arise and no per-step guards are needed. Values >= BIG / 2 are reported as +inf.
+_BIG = {torch.float32: 1e30, torch.float64: 1e250}
+
+
+def _big(dtype: torch.dtype) -> float:
+    return _BIG[dtype]
+
+
+def _softmin3(r: Tensor, gamma: float, relaxation: str) -> Tensor:
+    """Relaxed minimum over dim 0 of ``r [3, B, n]`` (sentinel-aware, no infs)."""
+    m = r.amin(0)
     if gamma == 0.0:
-        return r.amin(-1)
+        return m
+    e = torch.sub(m, r).mul_(1.0 / gamma).exp_()
     if relaxation == "logsumexp":
-        return -gamma * torch.logsumexp(-r / gamma, dim=-1)
-    p = torch.softmax(-r / gamma, dim=-1)
-    dead = torch.isinf(r).all(-1)
-    mu = torch.where(p > 0, p * r, torch.zeros_like(r)).sum(-1)
-    return torch.where(dead, torch.full_like(mu, _INF), mu)
+        return m - gamma * e.sum(0).log_()
+    return (e * r).sum(0) / e.sum(0)
 
 
-def _local_grad(r: Tensor, gamma: float, relaxation: str) -> Tensor:
-    """``∂ softmin(r) / ∂ r`` ``[..., 3]`` (zero where a neighbour is ``+inf`` or the cell is unreachable)."""
-    finite = torch.isfinite(r)
-    dead = ~finite.any(-1, keepdim=True)
+def _weights3(r: Tensor, gamma: float, relaxation: str) -> Tensor:
+    """``∂ softmin(r) / ∂ r`` ``[3, B, n]`` for ``r [3, B, n]`` (neighbours at the sentinel get exactly 0)."""
+    m = r.amin(0)
     if gamma == 0.0:
-        arg = r.argmin(-1, keepdim=True)
-        w = torch.zeros_like(r).scatter_(-1, arg, 1.0)
-    else:
-        p = torch.softmax(-r / gamma, dim=-1)
-        if relaxation == "logsumexp":
-            w = p
-        else:
-            # d/dr_k Σ_l p_l r_l = p_k (1 - (r_k - μ) / γ), μ = Σ_l p_l r_l.
-            rz = torch.where(finite, r, torch.zeros_like(r))
-            mu = (p * rz).sum(-1, keepdim=True)
-            w = p * (1.0 - (rz - mu) / gamma)
-    return torch.where(finite & ~dead, w, torch.zeros_like(w))
+        # One-hot sub-gradient; ties go to the first neighbour in (diagonal, up, left) order.
+        first = torch.zeros_like(r, dtype=torch.bool)
+        taken = torch.zeros_like(m, dtype=torch.bool)
+        for k in range(3):
+            first[k] = (r[k] == m) & ~taken
+            taken |= first[k]
+        return first.to(r.dtype)
+    e = torch.sub(m, r).mul_(1.0 / gamma).exp_()
+    p = e / e.sum(0)
+    if relaxation == "logsumexp":
+        return p
+    # d/dr_k Σ_l p_l r_l = p_k (1 - (r_k - μ) / γ), μ = Σ_l p_l r_l.
+    mu = (p * r).sum(0)
+    return p * (1.0 - (r - mu) / gamma)
 
 
 def _neighbours(s: Tensor, d: int) -> Tensor:
-    """``[B, n, 3]`` = (R[i-1, j-1], R[i-1, j], R[i, j-1]) for the cells ``i = 1..n`` of skewed diagonal ``d``."""
-    return torch.stack((s[:, d - 2, :-1], s[:, d - 1, :-1], s[:, d - 1, 1:]), dim=-1)
+    """``[3, B, n]`` = (R[i-1, j-1], R[i-1, j], R[i, j-1]) for the cells ``i = 1..n`` of skewed diagonal ``d``."""
+    return torch.stack((s[:, d - 2, :-1], s[:, d - 1, :-1], s[:, d - 1, 1:]))
 
 
 def _forward_table(cost_skew: Tensor, gamma: float, relaxation: str) -> Tensor:
-    """Fill the skewed table ``S [B, n + m + 1, n + 1]`` from the skewed cost (same shape)."""
-    s = torch.full_like(cost_skew, _INF)
+    """Fill the skewed table ``S [B, n + m + 1, n + 1]`` from the skewed cost (same shape, sentinel-filled)."""
+    s = torch.full_like(cost_skew, _big(cost_skew.dtype))
     s[:, 0, 0] = 0.0
     for d in range(2, s.shape[1]):
-        s[:, d, 1:] = cost_skew[:, d, 1:] + _softmin(_neighbours(s, d), gamma, relaxation)
+        torch.add(cost_skew[:, d, 1:], _softmin3(_neighbours(s, d), gamma, relaxation), out=s[:, d, 1:])
     return s
+
+
+def _skew_cost(cost: Tensor) -> Tensor:
+    """Skewed, sentinel-filled cost ``[B, n + m + 1, n + 1]`` from a masked cost ``[B, n, m]``."""
+    b, n, m = cost.shape
+    fwd, _, _ = _skew_index(n, m, cost.device)
+    big = _big(cost.dtype)
+    flat = torch.cat((cost.reshape(b, n * m).clamp_max(big), cost.new_full((b, 1), big)), dim=1)
+    return flat[:, fwd]
 
 
 def _prepare(
@@ -156,6 +180,8 @@ def _prepare(
         raise ValueError(f"soft-DTW expects a cost [B, N, M], got shape {tuple(cost.shape)}")
     if not cost.is_floating_point():
         raise TypeError(f"soft-DTW cost must be floating point, got {cost.dtype}")
+    if cost.dtype not in _BIG:  # half precision: the recursion accumulates, run it in float32
+        cost = cost.float()
     b, n, m = cost.shape
     n_len = _lengths(x_lengths, n, b, cost.device, "x_lengths")
     m_len = _lengths(y_lengths, m, b, cost.device, "y_lengths")
@@ -165,16 +191,42 @@ def _prepare(
     return _mask_cost(cost, n_len, m_len, band), n_len, m_len, transposed
 
 
+@contextmanager
+def _wavefront_threads(t: Tensor) -> Iterator[None]:
+    """Run a CPU wavefront on one intra-op thread when each step is small.
+
+    Each anti-diagonal step is a handful of ops on ``3 × B × n`` elements; torch parallelises transcendental ops
+    (exp/log) from a few thousand elements on, and the fork/join per op then costs more than the op itself (10x
+    slower on two busy cores). Restored on exit.
+    """
+    before = torch.get_num_threads()
+    small = t.device.type == "cpu" and 3 * t.shape[0] * t.shape[-1] < _PARALLEL_MIN
+    if small and before > 1:
+        torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        if small and before > 1:
+            torch.set_num_threads(before)
+
+
+_PARALLEL_MIN = 1 << 17
+
+
+def _read_end(s: Tensor, n_len: Tensor, m_len: Tensor) -> Tensor:
+    value = s[torch.arange(s.shape[0], device=s.device), n_len + m_len, n_len]
+    return value.masked_fill(value >= 0.5 * _big(s.dtype), _INF)  # no admissible path (band too narrow)
+
+
 class _SoftDTWFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, cost: Tensor, n_len: Tensor, m_len: Tensor, gamma: float, relaxation: str) -> Tensor:  # type: ignore[override]
-        b, n, m = cost.shape
-        fwd, _, _ = _skew_index(n, m, cost.device)
-        flat = torch.cat((cost.reshape(b, n * m), cost.new_full((b, 1), _INF)), dim=1)
-        s = _forward_table(flat[:, fwd], gamma, relaxation)
+        skewed = _skew_cost(cost)
+        with _wavefront_threads(skewed):
+            s = _forward_table(skewed, gamma, relaxation)
         ctx.save_for_backward(s, n_len, m_len)
-        ctx.gamma, ctx.relaxation, ctx.shape = gamma, relaxation, (n, m)
-        return s[torch.arange(b, device=cost.device), n_len + m_len, n_len]
+        ctx.gamma, ctx.relaxation, ctx.shape = gamma, relaxation, tuple(cost.shape[1:])
+        return _read_end(s, n_len, m_len)
 
     @staticmethod
     @once_differentiable
@@ -182,13 +234,15 @@ class _SoftDTWFunction(torch.autograd.Function):
         s, n_len, m_len = ctx.saved_tensors
         n, m = ctx.shape
         b = s.shape[0]
+        # E = ∂L/∂R on the skewed grid, seeded at each sample's end cell; ∂R_ij/∂D_ij = 1, so ∂L/∂D = E.
         e = torch.zeros_like(s)
         e[torch.arange(b, device=s.device), n_len + m_len, n_len] = grad_out.to(s.dtype)
-        for d in range(s.shape[1] - 1, 1, -1):
-            w = _local_grad(_neighbours(s, d), ctx.gamma, ctx.relaxation) * e[:, d, 1:].unsqueeze(-1)
-            e[:, d - 2, :-1] += w[..., 0]
-            e[:, d - 1, :-1] += w[..., 1]
-            e[:, d - 1, 1:] += w[..., 2]
+        with _wavefront_threads(s):
+            for d in range(s.shape[1] - 1, 1, -1):
+                w = _weights3(_neighbours(s, d), ctx.gamma, ctx.relaxation).mul_(e[:, d, 1:])
+                e[:, d - 2, :-1] += w[0]
+                e[:, d - 1, :-1] += w[1]
+                e[:, d - 1, 1:] += w[2]
         # Unskew: cell (i, j) (1-based) lives at S[i + j, i].
         i = torch.arange(1, n + 1, device=s.device).view(n, 1)
         j = torch.arange(1, m + 1, device=s.device).view(1, m)
@@ -198,7 +252,8 @@ class _SoftDTWFunction(torch.autograd.Function):
 
 
 def _autograd_soft_dtw(cost: Tensor, n_len: Tensor, m_len: Tensor, gamma: float, relaxation: str) -> Tensor:
-    """The same wavefront with differentiable ops (a reference for the analytic backward; higher-order grads)."""
+    """The same wavefront with differentiable ops and true ``+inf`` borders (an independent reference for the
+    analytic backward; supports higher-order gradients)."""
     b, n, m = cost.shape
     fwd, _, _ = _skew_index(n, m, cost.device)
     flat = torch.cat((cost.reshape(b, n * m), cost.new_full((b, 1), _INF)), dim=1)
@@ -210,8 +265,10 @@ def _autograd_soft_dtw(cost: Tensor, n_len: Tensor, m_len: Tensor, gamma: float,
         # Double-where: unreachable cells (all neighbours +inf) must not send NaN gradients through the softmin.
         dead = torch.isinf(r).all(-1)
         r_safe = torch.where(dead.unsqueeze(-1), torch.zeros_like(r), r)
-        if gamma == 0.0 or relaxation == "logsumexp":
-            sm = _softmin(r_safe, gamma, relaxation)
+        if gamma == 0.0:
+            sm = r_safe.amin(-1)
+        elif relaxation == "logsumexp":
+            sm = -gamma * torch.logsumexp(-r_safe / gamma, dim=-1)
         else:
             p = torch.softmax(-r_safe / gamma, dim=-1)
             rz = torch.where(torch.isfinite(r_safe), r_safe, torch.zeros_like(r_safe))
@@ -293,15 +350,13 @@ def dtw_path(
 
     Returns:
         ``(values [B], paths)``; ``paths[b]`` is an int array ``[L, 2]`` of 0-based ``(i, j)`` from ``(0, 0)`` to
-        ``(n_b - 1, m_b - 1)``. Ties prefer the diagonal step, then the step that advances ``i``.
+        ``(n_b - 1, m_b - 1)``. Ties prefer the diagonal step.
     """
     squeeze = cost.ndim == 2
     masked, n_len, m_len, transposed = _prepare(cost.detach(), x_lengths, y_lengths, None)
-    b, n, m = masked.shape
-    fwd, _, _ = _skew_index(n, m, masked.device)
-    flat = torch.cat((masked.reshape(b, n * m), masked.new_full((b, 1), _INF)), dim=1)
-    s = _forward_table(flat[:, fwd], 0.0, "logsumexp").cpu().numpy()
-    values = torch.as_tensor(s[np.arange(b), (n_len + m_len).cpu().numpy(), n_len.cpu().numpy()], dtype=cost.dtype)
+    s_t = _forward_table(_skew_cost(masked), 0.0, "logsumexp")
+    values = _read_end(s_t, n_len, m_len).to(cost.dtype)
+    s = s_t.cpu().numpy()
     paths = []
     for k, (nb, mb) in enumerate(zip(n_len.tolist(), m_len.tolist())):
         i, j, path = nb, mb, [(nb - 1, mb - 1)]
