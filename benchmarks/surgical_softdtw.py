@@ -105,12 +105,13 @@ def run_config(b: int, n: int, m: int, d: int, equal: bool, with_loop: bool, rep
         return time.perf_counter() - t, float(v.detach().sum()), xx.grad
 
     ref_val, ref_grad = None, None
-    checks: dict[str, float] = {}
+    checks: dict[str, tuple[float, float]] = {}
     for name, fn in impls.items():  # warm-up (numba compiles) + agreement with ours
         _, val, grad = once(fn)
         if name == "ours":
             ref_val, ref_grad = val, grad
-        checks[name] = abs(val - ref_val) / max(1.0, abs(ref_val))
+        gdiff = float((grad - ref_grad).abs().max() / ref_grad.abs().max().clamp_min(1e-12))
+        checks[name] = (abs(val - ref_val) / max(1.0, abs(ref_val)), gdiff)
     mem = {}
     for name, fn in impls.items():
         with PeakRSS() as p:
@@ -125,7 +126,7 @@ def run_config(b: int, n: int, m: int, d: int, equal: bool, with_loop: bool, rep
     for name in impls:
         t = median(times[name])
         rows.append([f"B={b} N={n} M={m} D={d}" + ("" if equal else " (unequal)") if name == "ours" else "", name,
-                     f"{t * 1e3:.1f}", fmt_ratio(t / base), fmt_bytes(mem[name]), f"{checks[name]:.1e}"])  # fmt: skip
+                     f"{t * 1e3:.1f}", fmt_ratio(t / base), fmt_bytes(mem[name]), f"{checks[name][0]:.1e}", f"{checks[name][1]:.1e}"])  # fmt: skip
     return rows
 
 
@@ -144,7 +145,7 @@ def main() -> None:
     for cfg in configs:
         rows += run_config(*cfg, repeats=args.repeats)
     print()
-    print(markdown_table(["config", "impl", "median ms (fwd+bwd)", "time / ours", "peak ΔRSS", "rel. diff of value"],
+    print(markdown_table(["config", "impl", "median ms (fwd+bwd)", "time / ours", "peak ΔRSS", "rel. diff of value", "max grad diff / max grad"],
                          rows))  # fmt: skip
 
 
