@@ -19,18 +19,18 @@ from vlp_core.demo import DemoContext, DemoResult
 __all__ = ["run_demo"]
 
 SCALES = {
-    "small": {"n_train": 16, "n_val": 4, "n_test": 8, "steps": 60, "videos_per_batch": 4},
+    "small": {"n_train": 16, "n_val": 4, "n_test": 8, "steps": 30, "videos_per_batch": 4},
     "large": {"n_train": 32, "n_val": 8, "n_test": 16, "steps": 200, "videos_per_batch": 6},
     "tiny": {"n_train": 4, "n_val": 2, "n_test": 2, "steps": 4, "videos_per_batch": 2},
 }
 
 
-def _train(corpus, seed: int, steps: int, vpb: int, dtw_weight: float, shuffle: bool, progress: bool):
+def _train(corpus, text, seed: int, steps: int, vpb: int, dtw_weight: float, shuffle: bool, progress: bool):
     from vlp_surgical.models import HecVL
     from vlp_surgical.training import HecVLObjective, pretrain
 
     torch.manual_seed(seed)
-    model = HecVL()
+    model = HecVL(text_tower=text)
     objective = HecVLObjective(dtw_weight=dtw_weight, shuffle_pairs=shuffle, seed=seed)
     hist = pretrain(model, corpus, objective, steps=steps, videos_per_batch=vpb, seed=seed, progress=progress)
     return model, hist
@@ -59,8 +59,11 @@ def run_demo(ctx: DemoContext) -> DemoResult:
     def add(name: str, metrics: dict, note: str = "") -> None:
         rows.append({"row": name, **{k: round(v, 4) for k, v in metrics.items()}, "note": note})
 
+    from vlp_core.towers import TextTower
+
+    text = TextTower(None, embed_dim=None, proj="none", max_length=64, freeze=True)  # shared, frozen, cached
     t1 = time.perf_counter()
-    model, hist = _train(train, ctx.seed, steps, vpb, dtw_weight=1.0, shuffle=False, progress=ctx.progress)
+    model, hist = _train(train, text, ctx.seed, steps, vpb, dtw_weight=1.0, shuffle=False, progress=ctx.progress)
     t_train = time.perf_counter() - t1
     m_full, preds = evaluate_zeroshot(model, test.items, protocol)
     add("zero-shot HecVL + DTW", m_full)
@@ -68,12 +71,16 @@ def run_demo(ctx: DemoContext) -> DemoResult:
         model, test.items, ZeroShotProtocol(prompt_ensemble=True))[0], "separate row: 2 prompts per phase")  # fmt: skip
     add("zero-shot HecVL + DTW, smoothing 5 s", evaluate_zeroshot(
         model, test.items, ZeroShotProtocol(smoothing=5))[0], "separate row: centred moving average")  # fmt: skip
-    ablation, _ = _train(train, ctx.seed, steps, vpb, dtw_weight=0.0, shuffle=False, progress=ctx.progress)
+    ablation, _ = _train(train, text, ctx.seed, steps, vpb, dtw_weight=0.0, shuffle=False, progress=ctx.progress)
     m_abl = evaluate_zeroshot(ablation, test.items, protocol)[0]
     add("ablation: HecVL without DTW", m_abl, "same seed and steps")
     torch.manual_seed(ctx.seed + 1)
-    add("control: random video tower", evaluate_zeroshot(HecVL(), test.items, protocol)[0], "should be near chance")
-    shuffled, _ = _train(train, ctx.seed, steps, vpb, dtw_weight=1.0, shuffle=True, progress=ctx.progress)
+    add(
+        "control: random video tower",
+        evaluate_zeroshot(HecVL(text_tower=text), test.items, protocol)[0],
+        "should be near chance",
+    )
+    shuffled, _ = _train(train, text, ctx.seed, steps, vpb, dtw_weight=1.0, shuffle=True, progress=ctx.progress)
     add("control: shuffled-pair pretraining", evaluate_zeroshot(shuffled, test.items, protocol)[0],
         "should be near chance")  # fmt: skip
     probe = linear_probe(model, train.items, val.items, test.items, n_classes)

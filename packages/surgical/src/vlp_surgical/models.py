@@ -85,6 +85,7 @@ class HecVL(nn.Module):
         text_model_path: local Hugging Face text model (``None`` = packaged MiniLM).
         text_max_length: tokens per text.
         zeroshot_level: which level's space per-frame zero-shot classification uses.
+        text_tower: an existing frozen ``TextTower(embed_dim=None, proj="none")`` to share (not saved in the config).
     """
 
     levels = ("clip", "phase", "video")
@@ -99,6 +100,7 @@ class HecVL(nn.Module):
         text_model_path: str | None = None,
         text_max_length: int = 64,
         zeroshot_level: str = "phase",
+        text_tower: nn.Module | None = None,
     ) -> None:
         super().__init__()
         import timm
@@ -114,7 +116,9 @@ class HecVL(nn.Module):
         self.backbone = timm.create_model(backbone, pretrained=False, num_classes=0)
         self.frame_proj = nn.Linear(int(self.backbone.num_features), frame_dim)
         self.temporal = TemporalAggregator(frame_dim, temporal)
-        self.text = TextTower(text_model_path, embed_dim=None, proj="none", max_length=text_max_length, freeze=True)
+        # A frozen tower without projection has no trainable weights, so several models may share one (and its cache).
+        self.text = text_tower or TextTower(text_model_path, embed_dim=None, proj="none", max_length=text_max_length,
+                                            freeze=True)  # fmt: skip
         tdim = self.text.output_dim
         self.vis_proj = nn.ModuleDict({lv: nn.Linear(frame_dim, embed_dim) for lv in self.levels})
         self.txt_proj = nn.ModuleDict({lv: nn.Linear(tdim, embed_dim) for lv in self.levels})

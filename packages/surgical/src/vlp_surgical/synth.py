@@ -153,13 +153,13 @@ def render_video(phases: list[tuple[int, int]], size: int, rng: np.random.Genera
 
             def disc(x0: float, y0: float, r: float, colour: tuple[float, float, float], a: float = 1.0) -> None:
                 m = ((xx - x0) ** 2 + (yy - y0) ** 2) < r * r
-                img[m] = (1 - a) * img[m] + a * np.asarray(colour)
+                img[m] = (1 - a) * img[m] + a * np.asarray(colour)  # noqa: B023 - called within the iteration
 
             def bar(x0: float, y0: float, x1: float, y1: float, w: float, colour: tuple[float, float, float]) -> None:
                 dx, dy = x1 - x0, y1 - y0
                 s = np.clip(((xx - x0) * dx + (yy - y0) * dy) / (dx * dx + dy * dy + 1e-9), 0, 1)
                 m = (xx - x0 - s * dx) ** 2 + (yy - y0 - s * dy) ** 2 < w * w
-                img[m] = colour
+                img[m] = colour  # noqa: B023
 
             if pid == 0:  # preparation: grey grasper sliding in from the right, plain tissue, bright
                 img[:] = np.minimum(img * 1.15, 1.0)
