@@ -41,7 +41,7 @@ PHASE_PROMPTS: dict[str, dict[str, list[str]]] = {
             "Exposure of the critical view of safety by removing fat.",
         ],
         "ClippingCutting": [
-            "Metal clips are deployed across the cystic duct and cystic artery, which are then divided.",
+            "Metal clips are deployed across the biliary duct and its accompanying artery, which are then divided.",
             "Occlusion of the biliary duct with clips followed by scissor division.",
         ],
         "GallbladderDissection": [
