@@ -1,16 +1,230 @@
-"""The ``vlp-surgical`` command: Lightning ``fit``/``validate``/``test``/``predict`` from YAML configs."""
+"""``vlp-surgical``: ``fit`` (hierarchical pretraining from a YAML config), ``zeroshot`` (phase recognition),
+``generate`` (synthetic procedures) and ``demo``."""
 
 from __future__ import annotations
 
+import json
+import sys
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
-from vlp_core.cli import domain_cli
+__all__ = ["demo", "fit", "generate", "main", "zeroshot"]
 
 
-def main(argv: Sequence[str] | None = None) -> None:
+def generate(root: str, n_train: int = 16, n_val: int = 4, n_test: int = 8, seed: int = 0) -> str:
+    """Write a synthetic Cholec80-format procedure corpus (MP4s, frame folders, annotations, narrations).
+
+    Args:
+        root: output folder.
+        n_train: training videos.
+        n_val: validation videos.
+        n_test: test videos.
+        seed: seed.
+    """
+    from vlp_surgical.synth import make_procedures
+
+    path = make_procedures(root, n_train=n_train, n_val=n_val, n_test=n_test, seed=seed, progress=True)
+    print(f"wrote procedures to {path}")
+    return str(path)
+
+
+def fit(
+    root: str | None = None,
+    out: str = "runs/surgical-fit",
+    split: str = "train",
+    generate_if_missing: bool = False,
+    steps: int = 30,
+    videos_per_batch: int = 4,
+    lr: float = 2e-3,
+    weight_decay: float = 0.01,
+    seed: int = 0,
+    backbone: str = "test_resnet",
+    img_size: int = 32,
+    frame_dim: int = 128,
+    embed_dim: int = 128,
+    temporal: str = "mean",
+    text_model_path: str | None = None,
+    dtw_weight: float = 1.0,
+    dtw_levels: list[str] = ["video", "phase"],  # noqa: B006 - jsonargparse needs a literal default
+    dtw_axis: str = "text",
+    dtw_relaxation: str = "prob",
+    dtw_gamma: float = 0.1,
+    dtw_margin: float = 0.1,
+    dtw_negatives: list[str] = ["reverse", "shuffle"],  # noqa: B006
+    skip_bad: bool = False,
+) -> str:
+    """Pretrain HecVL (+ PeskaVLP DTW) on a corpus root and save it with save_pretrained.
+
+    Args:
+        root: corpus folder (frames/<vid>/, narrations.csv, phase_annotations/, splits.json).
+        out: output folder (model.safetensors, config.json, history.json).
+        split: split of splits.json to train on.
+        generate_if_missing: write the synthetic corpus to root first when it has no narrations.csv.
+        steps: optimiser steps.
+        videos_per_batch: whole videos per batch.
+        lr: peak AdamW learning rate (cosine decay).
+        weight_decay: AdamW weight decay.
+        seed: seed.
+        backbone: timm frame encoder.
+        img_size: frame size fed to the encoder.
+        frame_dim: frame feature width.
+        embed_dim: joint space width per level.
+        temporal: temporal aggregation: mean or transformer.
+        text_model_path: local Hugging Face text model (default: packaged MiniLM).
+        dtw_weight: weight of the procedure DTW term (0 = HecVL only).
+        dtw_levels: levels with a DTW term: video, phase.
+        dtw_axis: cost normalisation axis: text (paper), frame (released code) or none.
+        dtw_relaxation: prob (PeskaVLP) or logsumexp.
+        dtw_gamma: soft-DTW smoothing.
+        dtw_margin: hinge margin.
+        dtw_negatives: reverse, shuffle, local.
+        skip_bad: count and skip bad narration rows.
+    """
+    from vlp_surgical.losses import ProcedureDTWLoss
+    from vlp_surgical.models import HecVL
+    from vlp_surgical.training import HecVLObjective, ProcedureCorpus, pretrain
+
+    if not root:
+        raise SystemExit("vlp-surgical fit: --root (corpus folder) is required")
+
+    if generate_if_missing and not (Path(root) / "narrations.csv").is_file():
+        generate(root, seed=seed)
+    corpus = ProcedureCorpus(root, split, with_labels=False, skip_bad=skip_bad)
+    import torch
+
+    torch.manual_seed(seed)
+    model = HecVL(backbone, frame_dim, embed_dim, temporal, img_size, text_model_path)
+    dtw = ProcedureDTWLoss(gamma=dtw_gamma, relaxation=dtw_relaxation, axis=dtw_axis,  # type: ignore[arg-type]
+                           negatives=tuple(dtw_negatives), margin=dtw_margin, seed=seed)  # fmt: skip
+    objective = HecVLObjective(dtw_weight=dtw_weight, dtw_levels=tuple(dtw_levels), dtw=dtw, seed=seed)
+    history = pretrain(model, corpus, objective, steps=steps, videos_per_batch=videos_per_batch, lr=lr,
+                       weight_decay=weight_decay, seed=seed, progress=True)  # fmt: skip
+    model.save_pretrained(out)
+    (Path(out) / "history.json").write_text(json.dumps(history))
+    print(f"final loss {history[-1]['loss']:.4f}; saved to {out}")
+    return out
+
+
+def _eval_items(dataset: str, root: str, split: str, fps: float, source: str) -> list[Any]:
+    import numpy as np
+    import torch
+
+    from vlp_surgical.annotations import (
+        autolaparo_split,
+        cholec80_split,
+        labels_at,
+        read_autolaparo_phases,
+        read_cholec80_phases,
+    )
+    from vlp_surgical.training import VideoItem
+    from vlp_surgical.video import FrameFolder, read_video
+
+    r = Path(root)
+    if (r / "splits.json").is_file():
+        ids = json.loads((r / "splits.json").read_text())[split]
+    else:
+        ids = cholec80_split(split) if dataset == "cholec80" else autolaparo_split(split)
+    items = []
+    for vid in ids:
+        if source == "frames":
+            ff = FrameFolder(r / "frames" / vid, fps=fps)
+            frames, times = ff.read_at(np.arange(ff.n_frames) / fps)
+        else:
+            frames, times = read_video(r / "videos" / f"{vid}.mp4", fps=fps)
+        if dataset == "cholec80":
+            ann = read_cholec80_phases(r / "phase_annotations" / f"{vid}-phase.txt", sample_fps=None)
+        else:
+            ann = read_autolaparo_phases(r / "labels" / f"label_{vid}.txt")
+        items.append(VideoItem(vid, torch.from_numpy(frames), None, labels_at(ann, times)))
+    return items
+
+
+def zeroshot(
+    ckpt: str | None = None,
+    root: str | None = None,
+    dataset: str = "cholec80",
+    split: str = "test",
+    fps: float = 1.0,
+    source: str = "video",
+    prompt_ensemble: bool = False,
+    smoothing: int = 0,
+    out: str = "zeroshot_results",
+) -> list[dict]:
+    """Zero-shot phase recognition: prints the table, writes zeroshot.csv/json and timeline.png.
+
+    Args:
+        ckpt: folder written by fit (save_pretrained).
+        root: dataset folder (videos/ or frames/, phase annotations).
+        dataset: cholec80 or autolaparo.
+        split: split (test = Cholec80 49-80, AutoLaparo 15-21; splits.json when present).
+        fps: classified frames per second.
+        source: video (MP4 through PyAV) or frames (frame folders at fps).
+        prompt_ensemble: also report the prompt-ensemble row.
+        smoothing: also report a row with this temporal smoothing window (frames).
+        out: output folder.
+    """
+    from vlp_surgical.annotations import AUTOLAPARO_PHASES, CHOLEC80_PHASES
+    from vlp_surgical.eval import ZeroShotProtocol, evaluate_zeroshot, format_table, plot_timeline, write_results
+    from vlp_surgical.models import HecVL
+
+    if not ckpt or not root:
+        raise SystemExit("vlp-surgical zeroshot: --ckpt (a fit output folder) and --root (dataset folder) are required")
+    if dataset not in ("cholec80", "autolaparo"):
+        raise SystemExit(f"vlp-surgical: unknown dataset {dataset!r}; choose cholec80 or autolaparo")
+    model = HecVL.from_pretrained(ckpt).eval()
+    phases = CHOLEC80_PHASES if dataset == "cholec80" else AUTOLAPARO_PHASES
+    protocol = ZeroShotProtocol(dataset=dataset, split=split, fps=fps, img_size=model.img_size, phases=phases)
+    items = _eval_items(dataset, root, split, fps, source)
+    rows = []
+    metrics, preds = evaluate_zeroshot(model, items, protocol)
+    rows.append({"row": "zero-shot", **metrics})
+    if prompt_ensemble:
+        p = ZeroShotProtocol(**{**protocol.to_dict(), "prompt_ensemble": True})
+        rows.append({"row": "zero-shot, prompt ensemble", **evaluate_zeroshot(model, items, p)[0]})
+    if smoothing:
+        p = ZeroShotProtocol(**{**protocol.to_dict(), "smoothing": smoothing})
+        rows.append({"row": f"zero-shot, smoothing {smoothing}", **evaluate_zeroshot(model, items, p)[0]})
+    print(format_table(rows))
+    paths = write_results(rows, out, "zeroshot", protocol)
+    paths.append(plot_timeline([it.video_id for it in items], [it.labels for it in items], preds, phases,
+                               Path(out) / "timeline.png"))  # fmt: skip
+    print(f"wrote {', '.join(map(str, paths))}")
+    return rows
+
+
+def demo(out: str = "runs/demo-surgical", data_dir: str | None = None, scale: str = "small", seed: int = 0) -> dict:
+    """Run the embedded surgical demo (same as `vlp demo surgical`).
+
+    Args:
+        out: output folder for PNGs and results.
+        data_dir: cache for the generated data (default: core's demo cache).
+        scale: small or large.
+        seed: seed.
+    """
+    from vlp_core.demo import DemoContext, default_cache_dir
+    from vlp_surgical.demo import run_demo
+
+    data = Path(data_dir) if data_dir else default_cache_dir() / "demo" / "surgical"
+    ctx = DemoContext(Path(out), data, scale, seed)
+    ctx.out_dir.mkdir(parents=True, exist_ok=True)
+    res = run_demo(ctx)
+    print(json.dumps(res.metrics, indent=2))
+    print("\n".join(res.notes))
+    return res.metrics
+
+
+def main(argv: Sequence[str] | None = None) -> Any:
     """Entry point of ``vlp-surgical``."""
-    domain_cli("vlp-surgical", commands={}, args=argv)
+    from vlp_core.cli import domain_cli
+
+    result = domain_cli(
+        "vlp-surgical",
+        commands={"fit": fit, "zeroshot": zeroshot, "generate": generate, "demo": demo},
+        args=None if argv is None else list(argv),
+    )
+    return result if isinstance(result, int) else 0
 
 
-if __name__ == "__main__":
-    main()
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

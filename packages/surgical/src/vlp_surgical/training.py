@@ -1,0 +1,269 @@
+"""Hierarchical pretraining on a procedure corpus: data assembly, the HecVL(+DTW) objective and a small seeded loop.
+
+One batch holds a few whole videos: all their 1-fps frames are encoded once and every level is pooled from the same
+frame features — clips (narrations), phases (summaries; and the mean of their clip narrations), videos (abstracts).
+The PeskaVLP term aligns each video's frames with its ordered phase summaries and each phase's frames with its
+ordered clip narrations by soft-DTW, against reversed / shuffled / locally permuted orders.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from vlp_core.losses import ClipLoss
+from vlp_surgical.losses import ProcedureDTWLoss
+from vlp_surgical.models import HecVL
+from vlp_surgical.narration import Video, read_narrations
+from vlp_surgical.video import FrameFolder
+
+__all__ = ["HecVLObjective", "ProcedureCorpus", "VideoItem", "build_batch", "pretrain"]
+
+
+@dataclass
+class VideoItem:
+    """One video: 1-fps frames ``uint8 [T, H, W, 3]`` and its narration hierarchy."""
+
+    video_id: str
+    frames: Tensor
+    hierarchy: Video | None = None
+    labels: np.ndarray | None = None
+
+
+@dataclass
+class ProcedureCorpus:
+    """Videos of one split loaded from a Cholec80-style root (frame folders + narrations + phase annotations).
+
+    Args:
+        root: folder with ``frames/<vid>/``, ``narrations.csv``, ``phase_annotations/<vid>-phase.txt``,
+            ``splits.json``.
+        split: ``train``, ``val`` or ``test`` (from ``splits.json``), or an explicit list of video ids.
+        fps: frame-folder rate.
+        with_narrations: attach the narration hierarchy.
+        with_labels: attach per-frame phase labels from the Cholec80 annotation files.
+        skip_bad: count and drop bad narration rows instead of raising.
+    """
+
+    root: str | Path
+    split: str | list[str] = "train"
+    fps: float = 1.0
+    with_narrations: bool = True
+    with_labels: bool = True
+    skip_bad: bool = False
+    items: list[VideoItem] = field(default_factory=list, init=False)
+
+    def __post_init__(self) -> None:
+        from vlp_surgical.annotations import labels_at, read_cholec80_phases
+
+        root = Path(self.root)
+        ids = self.split if isinstance(self.split, list) else json.loads((root / "splits.json").read_text())[self.split]
+        narr = read_narrations(root / "narrations.csv", skip_bad=self.skip_bad) if self.with_narrations else None
+        for vid in ids:
+            ff = FrameFolder(root / "frames" / vid, fps=self.fps)
+            frames, times = ff.read_at(np.arange(ff.n_frames) / self.fps)
+            labels = None
+            if self.with_labels:
+                ann = read_cholec80_phases(root / "phase_annotations" / f"{vid}-phase.txt", sample_fps=None)
+                labels = labels_at(ann, times)
+            hier = narr.videos.get(vid) if narr is not None else None
+            self.items.append(VideoItem(vid, torch.from_numpy(frames), hier, labels))
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+
+def _span(start: float, end: float, fps: float, n: int) -> tuple[int, int]:
+    a = min(int(np.floor(start * fps + 1e-6)), n - 1)
+    b = max(a + 1, min(n, int(np.ceil(end * fps - 1e-6))))
+    return a, b
+
+
+def build_batch(items: list[VideoItem], fps: float = 1.0) -> dict:
+    """Concatenate frames and turn each video's hierarchy into frame-row segments and ordered texts."""
+    frames, offset = [], 0
+    clip_seg, clip_txt, phase_seg, phase_txt, phase_children = [], [], [], [], []
+    video_seg, video_txt = [], []
+    for it in items:
+        n = it.frames.shape[0]
+        frames.append(it.frames)
+        h = it.hierarchy
+        if h is None:
+            raise ValueError(f"video {it.video_id} has no narrations")
+        for ph in h.phases:
+            a, b = _span(ph.start, ph.end, fps, n)
+            phase_seg.append((offset + a, offset + b))
+            phase_txt.append(ph.text)
+            phase_children.append([c.text for c in ph.clips])
+            for c in ph.clips:
+                ca, cb = _span(c.start, c.end, fps, n)
+                clip_seg.append((offset + ca, offset + cb))
+                clip_txt.append(c.text)
+        for c in h.orphan_clips:
+            ca, cb = _span(c.start, c.end, fps, n)
+            clip_seg.append((offset + ca, offset + cb))
+            clip_txt.append(c.text)
+        video_seg.append((offset, offset + n))
+        video_txt.append(h.abstract or " ".join(p.text for p in h.phases))
+        offset += n
+    return {
+        "frames": torch.cat(frames),
+        "clip_segments": torch.tensor(clip_seg, dtype=torch.long).reshape(-1, 2),
+        "clip_texts": clip_txt,
+        "phase_segments": torch.tensor(phase_seg, dtype=torch.long).reshape(-1, 2),
+        "phase_texts": phase_txt,
+        "phase_children": phase_children,
+        "video_segments": torch.tensor(video_seg, dtype=torch.long),
+        "video_texts": video_txt,
+        "video_n_phases": [len(it.hierarchy.phases) for it in items],
+    }
+
+
+def _pad_lists(embs: Tensor, counts: list[int]) -> tuple[Tensor, Tensor]:
+    """Split ``embs [ΣN, D]`` into a padded ``[G, Nmax, D]`` by ``counts`` (order kept) and its mask."""
+    nmax = max(max(counts), 1)
+    out = embs.new_zeros(len(counts), nmax, embs.shape[-1])
+    mask = torch.zeros(len(counts), nmax, dtype=torch.bool, device=embs.device)
+    start = 0
+    for g, c in enumerate(counts):
+        out[g, :c] = embs[start : start + c]
+        mask[g, :c] = True
+        start += c
+    return out, mask
+
+
+class HecVLObjective(nn.Module):
+    """Σ level InfoNCE (clip, phase, phase↔children, video) + ``dtw_weight`` · procedure DTW.
+
+    Args:
+        weights: per-term weights; keys ``clip``, ``phase``, ``phase_children``, ``video``.
+        dtw_weight: weight of the PeskaVLP term (0 = HecVL only).
+        dtw_levels: where the DTW term applies: ``video`` (frames ↔ phase summaries), ``phase`` (frames ↔ clips).
+        dtw: the procedure loss.
+        shuffle_pairs: control: pair every visual segment with a random other text of its level.
+    """
+
+    def __init__(
+        self,
+        weights: dict[str, float] | None = None,
+        dtw_weight: float = 1.0,
+        dtw_levels: tuple[str, ...] = ("video", "phase"),
+        dtw: ProcedureDTWLoss | None = None,
+        shuffle_pairs: bool = False,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        self.weights = {"clip": 1.0, "phase": 1.0, "phase_children": 0.5, "video": 0.5, **(weights or {})}
+        self.clip_losses = nn.ModuleDict({k: ClipLoss() for k in self.weights})
+        self.dtw_weight, self.dtw_levels = dtw_weight, tuple(dtw_levels)
+        self.dtw = dtw or ProcedureDTWLoss()
+        self.shuffle_pairs = shuffle_pairs
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def _texts(self, texts: list[str]) -> list[str]:
+        if not self.shuffle_pairs or len(texts) < 2:
+            return texts
+        perm = torch.randperm(len(texts), generator=self.generator).tolist()
+        return [texts[p] for p in perm]
+
+    def forward(self, model: HecVL, batch: dict) -> dict[str, Tensor]:
+        feats = model.encode_frames(batch["frames"])
+        out: dict[str, Tensor] = {}
+        total = feats.new_zeros(())
+        # Clip level.
+        clip_pool, _, _ = model.pool_segments(feats, batch["clip_segments"])
+        clip_txt = model.encode_text(self._texts(batch["clip_texts"]), "clip")
+        out["clip"] = self.clip_losses["clip"](model.vis_proj["clip"](clip_pool), clip_txt)["loss"]
+        # Phase level: phase ↔ summary, and phase ↔ mean of its children's narrations.
+        phase_pool, phase_frames, phase_mask = model.pool_segments(feats, batch["phase_segments"])
+        phase_vis = model.vis_proj["phase"](phase_pool)
+        out["phase"] = self.clip_losses["phase"](phase_vis, model.encode_text(self._texts(batch["phase_texts"]),
+                                                                              "phase"))["loss"]  # fmt: skip
+        children = batch["phase_children"]
+        counts = [len(c) for c in children]
+        has = torch.tensor([c > 0 for c in counts])
+        child_emb = model.encode_text(self._texts([t for c in children for t in c]), "phase") if sum(counts) else None
+        if child_emb is not None and int(has.sum()) >= 2:
+            padded, cmask = _pad_lists(child_emb, counts)
+            mean_child = (padded * cmask[..., None]).sum(1) / cmask.sum(1, keepdim=True).clamp_min(1)
+            out["phase_children"] = self.clip_losses["phase_children"](phase_vis[has], mean_child[has])["loss"]
+        # Video level.
+        video_pool, video_frames, video_mask = model.pool_segments(feats, batch["video_segments"])
+        if video_pool.shape[0] >= 2:
+            out["video"] = self.clip_losses["video"](model.vis_proj["video"](video_pool),
+                                                     model.encode_text(self._texts(batch["video_texts"]),
+                                                                       "video"))["loss"]  # fmt: skip
+        for k, v in out.items():
+            total = total + self.weights[k] * v
+        # PeskaVLP procedure alignment.
+        if self.dtw_weight > 0:
+            dtw_terms = []
+            if "video" in self.dtw_levels:
+                steps = model.encode_text(self._texts(batch["phase_texts"]), "video")
+                texts, tmask = _pad_lists(steps, batch["video_n_phases"])
+                r = self.dtw(model.vis_proj["video"](video_frames), video_mask, texts, tmask)
+                out["dtw_video"], out["dtw_video_gap"] = r["loss"], r["dtw_gap"]
+                dtw_terms.append(r["loss"])
+            if "phase" in self.dtw_levels and child_emb is not None:
+                texts, tmask = _pad_lists(child_emb, counts)
+                r = self.dtw(model.vis_proj["phase"](phase_frames), phase_mask, texts, tmask)
+                out["dtw_phase"], out["dtw_phase_gap"] = r["loss"], r["dtw_gap"]
+                dtw_terms.append(r["loss"])
+            if dtw_terms:
+                total = total + self.dtw_weight * torch.stack(dtw_terms).mean()
+        out["loss"] = total
+        return out
+
+
+def pretrain(
+    model: HecVL,
+    corpus: ProcedureCorpus,
+    objective: HecVLObjective,
+    steps: int = 100,
+    videos_per_batch: int = 4,
+    lr: float = 2e-3,
+    weight_decay: float = 0.01,
+    seed: int = 0,
+    progress: bool = False,
+    log_every: int = 0,
+) -> list[dict[str, float]]:
+    """A small seeded AdamW loop (cosine schedule) over random groups of whole videos.
+
+    Returns:
+        Per-step logged scalars.
+    """
+    from tqdm.auto import tqdm
+
+    torch.manual_seed(seed)
+    rng = random.Random(seed)
+    params = [p for p in list(model.parameters()) + list(objective.parameters()) if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + np.cos(np.pi * min(s, steps) / steps)))
+    model.train()
+    history = []
+    order: list[int] = []
+    for step in tqdm(range(steps), desc="pretraining", disable=not progress):
+        if len(order) < videos_per_batch:
+            perm = list(range(len(corpus)))
+            rng.shuffle(perm)
+            order += perm
+        chosen, order = order[:videos_per_batch], order[videos_per_batch:]
+        batch = build_batch([corpus.items[i] for i in chosen], corpus.fps)
+        out = objective(model, batch)
+        opt.zero_grad(set_to_none=True)
+        out["loss"].backward()
+        torch.nn.utils.clip_grad_norm_(params, 5.0)
+        opt.step()
+        sched.step()
+        for loss in objective.clip_losses.values():
+            loss.clamp_parameters()
+        history.append({k: float(v.detach()) for k, v in out.items()})
+        if log_every and step % log_every == 0:
+            print(step, {k: round(v, 3) for k, v in history[-1].items()})
+    model.eval()
+    return history
