@@ -58,7 +58,7 @@ PRESETS: dict[str, CTPreset] = {
     "ctclip": CTPreset((0.75, 0.75, 1.5), (480, 480, 240), (-1000, 1000), (-1.0, 1.0), notes="CT-CLIP geometry"),
     "text2ct": CTPreset((0.75, 0.75, 1.5), (512, 512, 128), (-1000, 1000), (0.0, 1.0), notes="Text2CT paper"),
     "merlin": CTPreset((1.5, 1.5, 3.0), (224, 224, 160), (-1000, 1000), (0.0, 1.0), notes="Merlin"),
-    "demo": CTPreset((6.0, 6.0, 6.0), (32, 32, 32), (-1000, 1000), (0.0, 1.0), notes="CPU demo phantoms"),
+    "demo": CTPreset((10.0, 10.0, 10.0), (32, 32, 32), (-1000, 1000), (0.0, 1.0), notes="CPU demo phantoms"),
 }
 
 
