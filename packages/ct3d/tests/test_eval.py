@@ -63,3 +63,23 @@ def test_text_tower_warns_on_truncation_and_pads_tokens() -> None:
     tokens, mask = tower.token_sequence(["No effusion.", "Heart size is normal here."], length=16)
     assert tokens.shape == (2, 16, 8) and mask.sum(1).tolist()[0] < mask.sum(1).tolist()[1]
     assert torch.all(tokens[~mask] == 0)
+
+
+def test_volume_text_set_augmentation_is_deterministic_and_controls_shuffle() -> None:
+    from vlp_ct3d.train import VolumeTextSet
+
+    x = torch.rand(6, 1, 8, 8, 8)
+    texts = [f"Findings: Finding {i} here. No effusion. Impression: Item {i}." for i in range(6)]
+    y = torch.eye(6)[:, :2]
+    a = VolumeTextSet(x, texts, y, augment=True, sentence_prob=0.5, seed=3)
+    b = VolumeTextSet(x, texts, y, augment=True, sentence_prob=0.5, seed=3)
+    for i in range(6):
+        sa, sb = a[i], b[i]
+        torch.testing.assert_close(sa["image"], sb["image"])
+        assert sa["text"] == sb["text"] and sa["text"] in [texts[i], *a.sentences[i]]
+        assert sa["image"].shape == (1, 8, 8, 8)
+    assert {a[i]["text"] for i in range(6)} != set(texts)  # some sentences were sampled
+    assert a.sentences[0] == ["Finding 0 here.", "No effusion.", "Item 0."]
+    shuffled = VolumeTextSet(x, texts, y, shuffle_pairs=True, seed=3)
+    assert sorted(shuffled.texts) == sorted(texts) and shuffled.texts != texts
+    torch.testing.assert_close(shuffled[0]["image"], x[0])  # volumes and labels stay, only reports move

@@ -45,7 +45,7 @@ def phantoms(out: str, n_train: int = 400, n_valid: int = 150, seed: int = 0, st
 def fit_clip(
     root: str, out: str, split: str = "train", preset: str = "demo", hu_mode: str = "already_hu",
     cache: str | None = None, volume_tower: str = "resnet", embed_dim: int = 128, steps: int = 300,
-    batch_size: int = 32, lr: float = 2e-3, seed: int = 0,
+    batch_size: int = 32, lr: float = 2e-3, sentence_prob: float = 0.5, seed: int = 0,
 ) -> str:  # fmt: skip
     """Train the 3D CT–report CLIP and save it (save_pretrained folder).
 
@@ -61,6 +61,7 @@ def fit_clip(
         steps: optimiser steps.
         batch_size: batch size.
         lr: peak learning rate.
+        sentence_prob: probability of training on one report sentence instead of the whole report.
         seed: seed.
     """
     from vlp_ct3d.models import build_ct_clip
@@ -69,7 +70,14 @@ def fit_clip(
 
     x, texts, y, _, _ = _load(root, split, preset, hu_mode, cache, None)
     model = build_ct_clip(volume_tower, embed_dim, img_size=tuple(x.shape[2:]), max_steps=steps, lr=lr, seed=seed)
-    _fit(model, VolumeTextSet(x, texts, y, augment=True, seed=seed), steps, batch_size, seed, progress=True)
+    _fit(
+        model,
+        VolumeTextSet(x, texts, y, augment=True, sentence_prob=sentence_prob, seed=seed),
+        steps,
+        batch_size,
+        seed,
+        progress=True,
+    )
     model.save_pretrained(out)
     print(f"wrote {out}")
     return out

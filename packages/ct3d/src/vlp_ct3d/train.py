@@ -3,6 +3,7 @@ fitting loop on Lightning (the trainer owns the loop, the Pretrainer the math)."
 
 from __future__ import annotations
 
+import random
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,8 @@ class VolumeTextSet(torch.utils.data.Dataset):
         shift: maximum shift (voxels).
         noise: noise standard deviation (window units).
         shuffle_pairs: pair each volume with another volume's report (the shuffled-pair control).
+        sentence_prob: probability of replacing the report by one of its sentences (text augmentation that ties
+            each finding sentence, positive or negated, to the volume; training only).
         seed: seed.
     """
 
@@ -41,6 +44,7 @@ class VolumeTextSet(torch.utils.data.Dataset):
         shift: int = 2,
         noise: float = 0.01,
         shuffle_pairs: bool = False,
+        sentence_prob: float = 0.0,
         seed: int = 0,
     ) -> None:
         self.images, self.labels = images, labels
@@ -49,6 +53,8 @@ class VolumeTextSet(torch.utils.data.Dataset):
             perm = np.random.default_rng(seed + 7919).permutation(len(self.texts))
             self.texts = [self.texts[i] for i in perm]
         self.augment, self.shift, self.noise, self.seed = augment, shift, noise, seed
+        self.sentence_prob = sentence_prob
+        self.sentences = [report_sentences(t) for t in self.texts]
         self.epoch = 0
 
     def __len__(self) -> int:
@@ -56,6 +62,13 @@ class VolumeTextSet(torch.utils.data.Dataset):
 
     def __getitem__(self, i: int) -> dict[str, Any]:
         x = self.images[i]
+        text = self.texts[i]
+        if self.augment and self.sentence_prob > 0:
+            r = random.Random(
+                (self.seed * 1_000_003 + self.epoch) * 1_000_033 + int(i)
+            )  # no str hash: stable across runs
+            if r.random() < self.sentence_prob and self.sentences[i]:
+                text = r.choice(self.sentences[i])
         if self.augment:
             g = torch.Generator().manual_seed(hash((self.seed, self.epoch, int(i))) & 0x7FFFFFFF)
             s = self.shift
@@ -66,7 +79,22 @@ class VolumeTextSet(torch.utils.data.Dataset):
                 x = pad[:, o[0] : o[0] + d, o[1] : o[1] + h, o[2] : o[2] + w]
             if self.noise:
                 x = x + self.noise * torch.randn(x.shape, generator=g)
-        return {"image": x, "text": self.texts[i], "labels": self.labels[i]}
+        return {"image": x, "text": text, "labels": self.labels[i]}
+
+    def all_texts(self) -> list[str]:
+        """Every text this set can return (reports and, with sentence sampling, their sentences)."""
+        out = set(self.texts)
+        if self.sentence_prob > 0:
+            out.update(s for sents in self.sentences for s in sents)
+        return sorted(out)
+
+
+def report_sentences(report: str) -> list[str]:
+    """Sentences of a ``Findings: … Impression: …`` report (section headers removed)."""
+    import re
+
+    body = re.sub(r"\b(Findings|Impression):\s*", "", report)
+    return [s.strip() for s in re.split(r"(?<=[.!?])\s+", body) if len(s.strip()) > 3]
 
 
 def load_split(
@@ -106,7 +134,7 @@ def fit_clip(
     from vlp_ct3d.ctrate import collate_volumes
 
     L.seed_everything(seed, workers=True, verbose=False)
-    texts = sorted(set(train.texts))
+    texts = train.all_texts()
     with torch.no_grad():  # fill the frozen text encoder's cache once
         for i in range(0, len(texts), 128):
             model.towers["text"](texts[i : i + 128])
