@@ -1,0 +1,424 @@
+"""Text-to-CT: a 3D VAE (MONAI ``AutoencoderKL``) and a latent diffusion model (MONAI ``DiffusionModelUNet``)
+cross-attending over the CLIP text-token sequence, as Lightning modules beside core's ``Pretrainer``.
+
+Generative training is not contrastive pretraining, so these modules share only what core's Pretrainer does for
+sharing and resuming (safetensors + JSON config, rebuild without pickle, exact resume of RNG states) through the
+small :class:`GenerativeModule` base below (a candidate to move into core), and add what generation needs:
+
+- :class:`VAEModule`: manual optimisation of the generator/discriminator pair (L1 + KL, optional least-squares
+  patch-adversarial term); the latent scale factor = 1 / std of the posterior means over many batches, stored as a
+  buffer (so it travels with the weights) — never from one batch, never from sampled latents.
+- :class:`LatentDiffusionModule`: an EMA copy of the UNet used for sampling, the noise scheduler as a separate
+  object (:func:`make_scheduler`; DDPM/DDIM with ``clip_sample=False``, rectified flow), classifier-free-guidance
+  condition dropout with ONE explicit null condition (an all-zero token sequence) shared by training and
+  sampling, and our own sampling loop (MONAI's inferer fills the unconditional branch with −1).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import random
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from vlp_core.config import ConfigError, Configurable, from_config, to_config
+
+__all__ = ["GenerativeModule", "VAEModule", "LatentDiffusionModule", "make_scheduler", "SAMPLERS", "kl_divergence"]
+
+WEIGHTS_NAME = "model.safetensors"
+CONFIG_NAME = "config.json"
+SAMPLERS = ("ddpm", "ddim", "rflow")
+
+
+class GenerativeModule(Configurable, L.LightningModule):
+    """Config / safetensors sharing, safe rebuilding and exact-resume RNG state for generative modules.
+
+    Subclasses record their constructor arguments (plain data) through :class:`~vlp_core.config.Configurable`.
+    """
+
+    def config(self) -> dict[str, Any]:
+        return to_config(self)
+
+    def save_pretrained(self, directory: str | Path) -> Path:
+        """Write ``model.safetensors`` (every parameter and buffer, e.g. the latent scale factor) + ``config.json``."""
+        from safetensors.torch import save_file
+
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        state = {k: v.detach().cpu().contiguous().clone() for k, v in self.state_dict().items()}
+        save_file(state, str(directory / WEIGHTS_NAME), metadata={"format": "pt", "library": "vlp"})
+        (directory / CONFIG_NAME).write_text(json.dumps(self.config(), indent=2) + "\n")
+        return directory
+
+    @classmethod
+    def from_pretrained(
+        cls, directory: str | Path, map_location: str | torch.device = "cpu", trust_code: bool = False
+    ) -> GenerativeModule:
+        """Rebuild from :meth:`save_pretrained` output; only ``vlp_*`` classes unless ``trust_code=True``."""
+        from safetensors.torch import load_file
+
+        directory = Path(directory)
+        for name in (CONFIG_NAME, WEIGHTS_NAME):
+            if not (directory / name).is_file():
+                raise FileNotFoundError(f"{directory} is not a vlp checkpoint folder: {name} is missing")
+        config = json.loads((directory / CONFIG_NAME).read_text())
+        path = str(config.get("class_path", ""))
+        if not trust_code and not path.startswith("vlp_"):
+            raise ConfigError(f"{directory / CONFIG_NAME} names {path!r}, not a vlp class; pass trust_code=True")
+        model = from_config(config, base_dir=str(directory))
+        if not isinstance(model, cls):
+            raise TypeError(f"{directory / CONFIG_NAME} describes {type(model).__name__}, not a {cls.__name__}")
+        model.load_state_dict(load_file(str(directory / WEIGHTS_NAME), device=str(map_location)), strict=True)
+        return model.eval()
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # RNG states as tensors/ints only, so the .ckpt loads with weights_only=True (as in core's Pretrainer).
+        np_state = np.random.get_state()
+        checkpoint["vlp_rng"] = {
+            "torch": torch.get_rng_state(),
+            "numpy_keys": torch.from_numpy(np_state[1].astype(np.int64)),
+            "numpy_pos": int(np_state[2]),
+            "python": torch.tensor(random.getstate()[1], dtype=torch.int64),
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        rng = checkpoint.get("vlp_rng")
+        if rng is None:
+            return
+        torch.set_rng_state(rng["torch"])
+        np.random.set_state(("MT19937", rng["numpy_keys"].numpy().astype(np.uint32), rng["numpy_pos"], 0, 0.0))
+        random.setstate((3, tuple(int(x) for x in rng["python"].tolist()), None))
+
+
+def kl_divergence(mu: Tensor, sigma: Tensor) -> Tensor:
+    """KL(N(μ, σ²) ‖ N(0, 1)) summed over latent elements, averaged over the batch."""
+    var = sigma.pow(2)
+    return 0.5 * (mu.pow(2) + var - torch.log(var.clamp_min(1e-12)) - 1).flatten(1).sum(1).mean()
+
+
+class VAEModule(GenerativeModule):
+    """MONAI ``AutoencoderKL(spatial_dims=3)`` with L1 + KL and an optional patch-adversarial term.
+
+    Args:
+        channels: encoder/decoder widths per level (down-sampling 2^(levels−1) per axis).
+        latent_channels: latent channels.
+        num_res_blocks: residual blocks per level.
+        norm_num_groups: GroupNorm groups (must divide every width).
+        attention: non-local attention in the deepest level (needs ``einops``).
+        kl_weight: KL weight.
+        adv_weight: patch-adversarial (least squares) generator weight; 0 = no discriminator.
+        adv_start: step from which the adversarial term is used.
+        disc_channels: discriminator base width.
+        lr: generator learning rate (Adam).
+        disc_lr: discriminator learning rate.
+        max_steps: schedule length for the info only (constant LR).
+
+    Batches: ``{"image": [B, 1, D, H, W]}`` in the preset's window (e.g. [0, 1]).
+    """
+
+    def __init__(
+        self,
+        channels: Sequence[int] = (16, 32, 32),
+        latent_channels: int = 4,
+        num_res_blocks: int = 1,
+        norm_num_groups: int = 8,
+        attention: bool = False,
+        kl_weight: float = 1e-6,
+        adv_weight: float = 0.0,
+        adv_start: int = 0,
+        disc_channels: int = 16,
+        lr: float = 1e-3,
+        disc_lr: float = 5e-4,
+    ) -> None:
+        super().__init__()
+        from monai.networks.nets import AutoencoderKL, PatchDiscriminator
+
+        channels = tuple(int(c) for c in channels)
+        self.autoencoder = AutoencoderKL(
+            spatial_dims=3, in_channels=1, out_channels=1, channels=channels, latent_channels=latent_channels,
+            num_res_blocks=num_res_blocks, norm_num_groups=norm_num_groups,
+            attention_levels=(False,) * (len(channels) - 1) + (bool(attention),),
+            with_encoder_nonlocal_attn=bool(attention), with_decoder_nonlocal_attn=bool(attention),
+        )  # fmt: skip
+        self.discriminator = (
+            PatchDiscriminator(spatial_dims=3, num_layers_d=2, channels=disc_channels, in_channels=1, out_channels=1)
+            if adv_weight > 0 else None
+        )  # fmt: skip
+        self.kl_weight, self.adv_weight, self.adv_start = kl_weight, adv_weight, adv_start
+        self.lr, self.disc_lr = lr, disc_lr
+        self.downsample = 2 ** (len(channels) - 1)
+        self.register_buffer("scale_factor", torch.ones(()))
+        self.automatic_optimization = False
+
+    # ------------------------------------------------------------------ model API
+    def encode(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """Posterior ``(μ, σ)``, each ``[B, latent_channels, D/f, H/f, W/f]``."""
+        return self.autoencoder.encode(x)
+
+    def decode(self, z: Tensor) -> Tensor:
+        """Latent (unscaled) → volume ``[B, 1, D, H, W]``."""
+        return self.autoencoder.decode(z)
+
+    def reconstruct(self, x: Tensor) -> Tensor:
+        """Decode the posterior mean."""
+        return self.decode(self.encode(x)[0])
+
+    @torch.no_grad()
+    def estimate_scale_factor(self, volumes: Tensor, batch_size: int = 16) -> float:
+        """Set ``scale_factor = 1 / std`` of the posterior means over all of ``volumes`` (not one batch)."""
+        was = self.training
+        self.eval()
+        mus = [self.encode(volumes[i : i + batch_size].to(self.device))[0].float().cpu()
+               for i in range(0, len(volumes), batch_size)]  # fmt: skip
+        self.train(was)
+        std = torch.cat(mus).std()
+        self.scale_factor.fill_(float(1.0 / std.clamp_min(1e-8)))
+        return float(self.scale_factor)
+
+    @torch.no_grad()
+    def encode_latents(self, volumes: Tensor, batch_size: int = 16) -> tuple[Tensor, Tensor]:
+        """Cache-ready latents: ``(μ · scale_factor, σ · scale_factor)`` — the mean, never a sample."""
+        was = self.training
+        self.eval()
+        out = [self.encode(volumes[i : i + batch_size].to(self.device)) for i in range(0, len(volumes), batch_size)]
+        self.train(was)
+        s = self.scale_factor
+        return torch.cat([m for m, _ in out]).cpu() * s.cpu(), torch.cat([v for _, v in out]).cpu() * s.cpu()
+
+    # ------------------------------------------------------------------ training
+    def configure_optimizers(self) -> Any:
+        opts = [torch.optim.Adam(self.autoencoder.parameters(), lr=self.lr)]
+        if self.discriminator is not None:
+            opts.append(torch.optim.Adam(self.discriminator.parameters(), lr=self.disc_lr))
+        return opts
+
+    def generator_loss(self, x: Tensor, use_adv: bool) -> tuple[Tensor, dict[str, Tensor], Tensor]:
+        recon, mu, sigma = self.autoencoder(x)
+        l1 = F.l1_loss(recon, x)
+        kl = kl_divergence(mu, sigma)
+        loss = l1 + self.kl_weight * kl
+        logs = {"l1": l1.detach(), "kl": kl.detach()}
+        if use_adv:
+            logits = self.discriminator(recon)[-1]
+            adv = F.mse_loss(logits, torch.ones_like(logits))
+            loss = loss + self.adv_weight * adv
+            logs["adv_g"] = adv.detach()
+        return loss, logs, recon
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
+        x = batch["image"]
+        opts = self.optimizers()
+        opt_g = opts[0] if isinstance(opts, (list, tuple)) else opts
+        use_adv = self.discriminator is not None and self.global_step >= self.adv_start
+        loss, logs, recon = self.generator_loss(x, use_adv)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"VAE loss is {loss.item()} at step {self.global_step}; lower the learning rate")
+        opt_g.zero_grad(set_to_none=True)
+        self.manual_backward(loss)
+        opt_g.step()
+        if use_adv:
+            opt_d = opts[1]
+            real = self.discriminator(x)[-1]
+            fake = self.discriminator(recon.detach())[-1]
+            d_loss = 0.5 * (F.mse_loss(real, torch.ones_like(real)) + F.mse_loss(fake, torch.zeros_like(fake)))
+            opt_d.zero_grad(set_to_none=True)
+            self.manual_backward(d_loss)
+            opt_d.step()
+            logs["adv_d"] = d_loss.detach()
+        self.log("train/loss", loss.detach(), prog_bar=True, batch_size=x.shape[0])
+        for k, v in logs.items():
+            self.log(f"train/{k}", v, batch_size=x.shape[0])
+        return loss.detach()
+
+
+def make_scheduler(kind: str = "rflow", num_train_timesteps: int = 1000, **kwargs: Any) -> Any:
+    """A MONAI noise scheduler, separate from the model (diffusers style).
+
+    ``ddpm`` / ``ddim``: ε-prediction, ``clip_sample=False`` (x₀ is a latent, not an image in [−1, 1]),
+    scaled-linear β 0.0015 → 0.0195 (MAISI). ``rflow``: rectified flow, v = x₀ − ε, continuous timesteps.
+    """
+    from monai.networks.schedulers import DDIMScheduler, DDPMScheduler, RFlowScheduler
+
+    if kind == "ddpm":
+        return DDPMScheduler(num_train_timesteps, schedule="scaled_linear_beta", beta_start=0.0015, beta_end=0.0195,
+                             clip_sample=False, **kwargs)  # fmt: skip
+    if kind == "ddim":
+        return DDIMScheduler(num_train_timesteps, schedule="scaled_linear_beta", beta_start=0.0015, beta_end=0.0195,
+                             clip_sample=False, **kwargs)  # fmt: skip
+    if kind == "rflow":
+        return RFlowScheduler(num_train_timesteps, use_discrete_timesteps=False, sample_method="uniform", **kwargs)
+    raise ValueError(f"scheduler must be one of {SAMPLERS}, got {kind!r}")
+
+
+class LatentDiffusionModule(GenerativeModule):
+    """Text-conditioned latent diffusion: MONAI ``DiffusionModelUNet(spatial_dims=3)`` with cross-attention over a
+    text token sequence ``[B, L, context_dim]``.
+
+    Args:
+        latent_channels: latent channels (the VAE's).
+        latent_shape: latent grid (D, H, W).
+        context_dim: width of the conditioning tokens (the CLIP text tower's embedding width).
+        context_length: number of conditioning tokens L.
+        channels: UNet widths per level.
+        attention_levels: levels with (self + cross) attention blocks.
+        num_res_blocks: residual blocks per level.
+        num_head_channels: attention head width.
+        norm_num_groups: GroupNorm groups.
+        objective: ``"eps"`` (DDPM training; sample with DDPM or DDIM) or ``"rflow"`` (rectified flow, v-target).
+        num_train_timesteps: training timesteps.
+        cond_drop: probability of replacing the condition by the null condition (zeros) in training.
+        ema_decay: EMA decay of the sampling copy.
+        lr: AdamW learning rate.
+        weight_decay: AdamW decay.
+        geometry: output geometry for decoding to NIfTI: ``{"spacing", "size", "hu_window", "out_range"}``.
+
+    Batches: ``{"latent": [B, C, d, h, w]`` (scaled posterior means), ``"context": [B, L, E]}``.
+    """
+
+    def __init__(
+        self,
+        latent_channels: int = 4,
+        latent_shape: Sequence[int] = (8, 8, 8),
+        context_dim: int = 128,
+        context_length: int = 64,
+        channels: Sequence[int] = (32, 64),
+        attention_levels: Sequence[bool] = (False, True),
+        num_res_blocks: int = 1,
+        num_head_channels: int = 16,
+        norm_num_groups: int = 8,
+        objective: str = "rflow",
+        num_train_timesteps: int = 1000,
+        cond_drop: float = 0.1,
+        ema_decay: float = 0.999,
+        lr: float = 1e-3,
+        weight_decay: float = 0.0,
+        geometry: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        from monai.networks.nets import DiffusionModelUNet
+
+        if objective not in ("eps", "rflow"):
+            raise ValueError(f"objective must be 'eps' or 'rflow', got {objective!r}")
+        self.unet = DiffusionModelUNet(
+            spatial_dims=3, in_channels=latent_channels, out_channels=latent_channels, channels=tuple(channels),
+            attention_levels=tuple(bool(a) for a in attention_levels), num_res_blocks=num_res_blocks,
+            num_head_channels=num_head_channels, norm_num_groups=norm_num_groups, with_conditioning=True,
+            cross_attention_dim=context_dim, transformer_num_layers=1, use_flash_attention=False,
+        )  # fmt: skip
+        self.ema = copy.deepcopy(self.unet).requires_grad_(False)
+        self.latent_channels, self.latent_shape = latent_channels, tuple(int(s) for s in latent_shape)
+        self.context_dim, self.context_length = context_dim, context_length
+        self.objective, self.num_train_timesteps = objective, num_train_timesteps
+        self.cond_drop, self.ema_decay, self.lr, self.weight_decay = cond_drop, ema_decay, lr, weight_decay
+        self.geometry = dict(geometry or {})
+        # MONAI schedulers are nn.Modules whose RFlow variant skips nn.Module.__init__: keep it out of the module tree.
+        object.__setattr__(
+            self, "train_scheduler", make_scheduler("rflow" if objective == "rflow" else "ddpm", num_train_timesteps)
+        )
+
+    def null_context(self, batch_size: int, device: Any = None) -> Tensor:
+        """The one null condition (all-zero tokens), used for condition dropout and the unconditional CFG branch."""
+        return torch.zeros(batch_size, self.context_length, self.context_dim, device=device or self.device)
+
+    def _check_context(self, context: Tensor) -> None:
+        if context.ndim != 3 or tuple(context.shape[1:]) != (self.context_length, self.context_dim):
+            raise ValueError(
+                f"context must be [B, {self.context_length}, {self.context_dim}] text tokens, got {tuple(context.shape)}"
+            )
+
+    def diffusion_loss(self, latent: Tensor, context: Tensor) -> Tensor:
+        """MSE between the UNet output and the objective's target at random timesteps (with condition dropout)."""
+        self._check_context(context)
+        b = latent.shape[0]
+        if self.training and self.cond_drop > 0:
+            drop = torch.rand(b, device=latent.device) < self.cond_drop
+            context = torch.where(drop[:, None, None], self.null_context(b, latent.device), context)
+        noise = torch.randn_like(latent)
+        if self.objective == "rflow":
+            t = self.train_scheduler.sample_timesteps(latent)
+            noisy = self.train_scheduler.add_noise(latent, noise, t)
+            target = latent - noise
+        else:
+            t = torch.randint(0, self.num_train_timesteps, (b,), device=latent.device)
+            noisy = self.train_scheduler.add_noise(latent, noise, t)
+            target = noise
+        return F.mse_loss(self.unet(noisy, t, context=context).float(), target.float())
+
+    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+        loss = self.diffusion_loss(batch["latent"], batch["context"])
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"diffusion loss is {loss.item()} at step {self.global_step}")
+        self.log("train/loss", loss.detach(), prog_bar=True, batch_size=batch["latent"].shape[0])
+        return loss
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        with torch.no_grad():
+            # Warm-up of the decay (as in timm's ModelEmaV3) so that a short run's EMA is not mostly the init.
+            d = min(self.ema_decay, (1 + self.global_step) / (10 + self.global_step))
+            for e, p in zip(self.ema.parameters(), self.unet.parameters()):
+                e.lerp_(p.detach(), 1 - d)
+            for e, p in zip(self.ema.buffers(), self.unet.buffers()):
+                e.copy_(p)
+
+    def configure_optimizers(self) -> Any:
+        return torch.optim.AdamW(self.unet.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+
+    @torch.no_grad()
+    def sample(
+        self,
+        context: Tensor,
+        guidance: float = 3.0,
+        steps: int = 30,
+        sampler: str | None = None,
+        generator: torch.Generator | None = None,
+        use_ema: bool = True,
+    ) -> Tensor:
+        """Sample scaled latents ``[B, C, d, h, w]`` with classifier-free guidance ``u + w (c − u)``.
+
+        Args:
+            context: text tokens ``[B, L, E]``.
+            guidance: CFG weight w (1 = conditional only, no unconditional pass).
+            steps: sampling steps.
+            sampler: ``"rflow"`` (for ``objective="rflow"``), ``"ddpm"`` or ``"ddim"`` (for ``"eps"``);
+                default: rflow / ddim.
+            generator: RNG of the initial noise (and DDPM's noise).
+            use_ema: sample with the EMA weights.
+        """
+        self._check_context(context)
+        sampler = sampler or ("rflow" if self.objective == "rflow" else "ddim")
+        if (sampler == "rflow") != (self.objective == "rflow"):
+            raise ValueError(f"a model trained with objective={self.objective!r} cannot sample with {sampler!r}")
+        net = self.ema if use_ema else self.unet
+        net.eval()
+        b, device = context.shape[0], context.device
+        sched = make_scheduler(sampler, self.num_train_timesteps)
+        if sampler == "rflow":
+            sched.set_timesteps(steps, device=device, input_img_size_numel=int(np.prod(self.latent_shape)))
+        else:
+            sched.set_timesteps(steps, device=device)
+        x = torch.randn(b, self.latent_channels, *self.latent_shape, generator=generator, device="cpu").to(device)
+        null = self.null_context(b, device)
+        ts = list(sched.timesteps)
+        for i, t in enumerate(ts):
+            tt = torch.full((b,), float(t), device=device)
+            if guidance == 1.0:
+                out = net(x, tt, context=context)
+            else:
+                u, c = net(torch.cat([x, x]), torch.cat([tt, tt]), context=torch.cat([null, context])).chunk(2)
+                out = u + guidance * (c - u)
+            if sampler == "rflow":
+                nxt = float(ts[i + 1]) if i + 1 < len(ts) else 0.0
+                x, _ = sched.step(out, float(t), x, nxt)
+            elif sampler == "ddpm":
+                x, _ = sched.step(out, int(t), x, generator=generator)
+            else:
+                x, _ = sched.step(out, int(t), x)
+        return x

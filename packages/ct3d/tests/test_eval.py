@@ -1,0 +1,85 @@
+"""Retrieval metrics against brute force, zero-shot tables, the CT CLIP text tower."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from vlp_ct3d.eval import jaccard_map_at_k, mean_average_precision, zeroshot_table
+
+
+def _brute_map(sim: np.ndarray, rel: np.ndarray, exclude_self: bool) -> float:
+    aps = []
+    for i in range(len(sim)):
+        idx = [j for j in range(sim.shape[1]) if not (exclude_self and j == i)]
+        order = sorted(idx, key=lambda j: (-sim[i, j], j))
+        hits, precs = 0, []
+        for r, j in enumerate(order, 1):
+            if rel[i, j]:
+                hits += 1
+                precs.append(hits / r)
+        if precs:
+            aps.append(np.mean(precs))
+    return float(np.mean(aps))
+
+
+@pytest.mark.parametrize("exclude_self", [False, True])
+def test_map_matches_brute_force(exclude_self: bool) -> None:
+    g = torch.Generator().manual_seed(0)
+    sim = torch.randn(12, 12, generator=g)
+    rel = torch.rand(12, 12, generator=g) < 0.3
+    assert mean_average_precision(sim, rel, exclude_self) == pytest.approx(
+        _brute_map(sim.numpy(), rel.numpy(), exclude_self)
+    )
+
+
+def test_jaccard_map_excludes_query_and_resets_per_k() -> None:
+    # Four volumes: 0 and 1 identical labels and embeddings; 2 and 3 others.
+    feats = torch.tensor([[1.0, 0], [1.0, 0.01], [0, 1.0], [-1.0, 0]])
+    labels = torch.tensor([[1, 0], [1, 0], [0, 1], [0, 0]])
+    out = jaccard_map_at_k(feats, labels, ks=(1, 3))
+    # Query 0 -> nearest other is 1 (J=1); query 1 -> 0 (J=1); query 2 -> 1 or 0 (J=0); 3 has no positive label.
+    assert out["MAP@1"] == pytest.approx(2 / 3)
+    # K=3 over the 3 others: query 0 -> {1: 1, 2: 0, 3: 0} = 1/3, same for 1, query 2 -> 0.
+    assert out["MAP@3"] == pytest.approx((1 / 3 + 1 / 3 + 0) / 3)
+
+
+def test_zeroshot_table_youden_and_macro() -> None:
+    y = torch.tensor([[1, 0], [1, 1], [0, 0], [0, 1], [1, 0], [0, 1]]).float()
+    s = torch.tensor([[0.9, 0.2], [0.8, 0.7], [0.1, 0.3], [0.3, 0.6], [0.7, 0.9], [0.2, 0.8]])
+    res = zeroshot_table(s, y, ["a", "b"], n_boot=50)
+    assert res["per_class"]["a"]["auroc"] == 1.0 and res["per_class"]["a"]["sensitivity"] == 1.0
+    assert res["macro_auroc"] == pytest.approx((1.0 + res["per_class"]["b"]["auroc"]) / 2)
+    assert res["ci_low"] <= res["macro_auroc"] <= res["ci_high"]
+
+
+def test_text_tower_warns_on_truncation_and_pads_tokens() -> None:
+    from vlp_ct3d.models import CTTextTower
+
+    tower = CTTextTower(embed_dim=8, max_length=12)
+    with pytest.warns(UserWarning, match="truncated to the text tower's limit of 12"):
+        tower(["Pleural effusion is present in the right lower hemithorax with adjacent compressive atelectasis."])
+    tokens, mask = tower.token_sequence(["No effusion.", "Heart size is normal here."], length=16)
+    assert tokens.shape == (2, 16, 8) and mask.sum(1).tolist()[0] < mask.sum(1).tolist()[1]
+    assert torch.all(tokens[~mask] == 0)
+
+
+def test_volume_text_set_augmentation_is_deterministic_and_controls_shuffle() -> None:
+    from vlp_ct3d.train import VolumeTextSet
+
+    x = torch.rand(6, 1, 8, 8, 8)
+    texts = [f"Findings: Finding {i} here. No effusion. Impression: Item {i}." for i in range(6)]
+    y = torch.eye(6)[:, :2]
+    a = VolumeTextSet(x, texts, y, augment=True, sentence_prob=0.5, seed=3)
+    b = VolumeTextSet(x, texts, y, augment=True, sentence_prob=0.5, seed=3)
+    for i in range(6):
+        sa, sb = a[i], b[i]
+        torch.testing.assert_close(sa["image"], sb["image"])
+        assert sa["text"] == sb["text"] and sa["text"] in [texts[i], *a.sentences[i]]
+        assert sa["image"].shape == (1, 8, 8, 8)
+    assert {a[i]["text"] for i in range(6)} != set(texts)  # some sentences were sampled
+    assert a.sentences[0] == ["Finding 0 here.", "No effusion.", "Item 0."]
+    shuffled = VolumeTextSet(x, texts, y, shuffle_pairs=True, seed=3)
+    assert sorted(shuffled.texts) == sorted(texts) and shuffled.texts != texts
+    torch.testing.assert_close(shuffled[0]["image"], x[0])  # volumes and labels stay, only reports move
