@@ -30,7 +30,7 @@ def test_rsna_dicom_is_a_plausible_frontal_radiograph() -> None:
     path = require_sample_data("cxr", "rsna_pneumonia_sample.dcm")
     img, meta = read_dicom(path)
     assert img.shape == (1024, 1024) and img.dtype == np.float32
-    assert 0.0 <= img.min() and img.max() <= 1.0 and img.max() - img.min() > 0.8
+    assert img.min() >= 0.0 and img.max() <= 1.0 and img.max() - img.min() > 0.8
     assert meta["photometric_interpretation"] == "MONOCHROME2" and not meta["inverted"]
     assert meta["modality"] == "CR" and meta["view_position"] == "PA"
     assert "JPEG Baseline" in meta["transfer_syntax"]
@@ -71,7 +71,10 @@ def test_window_formula_matches_pydicom_for_all_functions(tmp_path: Path) -> Non
         ds.WindowCenter, ds.WindowWidth, ds.VOILUTFunction = 40, 400, func
         ref = apply_windowing(hu.copy(), ds)
         lo, hi = -(2**15), 2**15 - 1
-        lo, hi = lo * float(ds.RescaleSlope) + float(ds.RescaleIntercept), hi * float(ds.RescaleSlope) + float(ds.RescaleIntercept)
+        lo, hi = (
+            lo * float(ds.RescaleSlope) + float(ds.RescaleIntercept),
+            hi * float(ds.RescaleSlope) + float(ds.RescaleIntercept),
+        )
         np.testing.assert_allclose(window_to_unit(hu, 40, 400, func), (ref - lo) / (hi - lo), atol=1e-5)
 
 

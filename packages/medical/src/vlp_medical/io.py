@@ -205,7 +205,7 @@ def read_dicom(
             win = _Window(float(window[0]), float(window[1]))
         elif has_window:
             centers, widths = ds.WindowCenter, ds.WindowWidth
-            pick = (lambda v: float(v[voi_index]) if hasattr(v, "__len__") and not isinstance(v, str) else float(v))  # noqa: E731
+            pick = lambda v: float(v[voi_index]) if hasattr(v, "__len__") and not isinstance(v, str) else float(v)  # noqa: E731
             func = str(ds.get("VOILUTFunction", "LINEAR")).upper() or "LINEAR"
             win = _Window(pick(centers), pick(widths), func)
         else:
@@ -219,7 +219,9 @@ def read_dicom(
             lo, hi = (float(v) for v in np.percentile(values, percentiles))
         else:
             signed = int(ds.get("PixelRepresentation", 0)) == 1
-            smin, smax = (-(1 << (bits_stored - 1)), (1 << (bits_stored - 1)) - 1) if signed else (0, (1 << bits_stored) - 1)
+            smin, smax = (
+                (-(1 << (bits_stored - 1)), (1 << (bits_stored - 1)) - 1) if signed else (0, (1 << bits_stored) - 1)
+            )
             ends = apply_modality_lut(np.array([smin, smax], dtype=np.int64 if signed else np.uint64), ds)
             lo, hi = float(np.min(ends)), float(np.max(ends))
         image = np.clip((values - lo) / max(hi - lo, 1e-12), 0.0, 1.0).astype(np.float32)
@@ -332,8 +334,9 @@ def read_image(path: str | Path, mode: str = "L", **kwargs: Any) -> tuple[np.nda
         return image, meta
     if suffix in IMAGE_SUFFIXES:
         return read_raster(path, mode=mode, **kwargs)
-    raise UnsupportedFormatError(f"{path}: unknown image suffix {suffix!r}; supported {DICOM_SUFFIXES + IMAGE_SUFFIXES}")
-
+    raise UnsupportedFormatError(
+        f"{path}: unknown image suffix {suffix!r}; supported {DICOM_SUFFIXES + IMAGE_SUFFIXES}"
+    )
 
 
 def write_dicom(
@@ -377,8 +380,10 @@ def write_dicom(
         raise ValueError(f"pixels must be a 2D integer array, got {arr.dtype} {arr.shape}")
     if arr.min() < 0 or arr.max() >= (1 << bits_stored):
         raise ValueError(f"pixel values must lie in [0, 2**{bits_stored}), got [{arr.min()}, {arr.max()}]")
+
     def uid(tag: str) -> str:
         return generate_uid(entropy_srcs=[uid_seed, tag]) if uid_seed is not None else generate_uid()
+
     sop_class = "1.2.840.10008.5.1.4.1.1.1.1"  # Digital X-Ray Image Storage - For Presentation
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = sop_class

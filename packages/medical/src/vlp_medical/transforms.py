@@ -68,7 +68,9 @@ class CxrTransform(Configurable):
                 raise ValueError(f"image has {x.shape[0]} channels, the transform expects {self.channels}")
         return x
 
-    def __call__(self, image: np.ndarray | Tensor, train: bool = False, generator: torch.Generator | None = None) -> Tensor:
+    def __call__(
+        self, image: np.ndarray | Tensor, train: bool = False, generator: torch.Generator | None = None
+    ) -> Tensor:
         x = self._to_chw(image)
         h, w = x.shape[-2:]
         if train:
@@ -85,7 +87,9 @@ class CxrTransform(Configurable):
             top, left = (h - short) // 2, (w - short) // 2
             x = x[:, top : top + short, left : left + short]
         if x.shape[-1] != self.size:
-            x = F.interpolate(x[None], size=(self.size, self.size), mode="bilinear", antialias=True, align_corners=False)[0]
+            x = F.interpolate(
+                x[None], size=(self.size, self.size), mode="bilinear", antialias=True, align_corners=False
+            )[0]
         return (x - self.mean) / self.std
 
     def config_dict(self) -> dict[str, Any]:
