@@ -311,7 +311,8 @@ class CxrTextDataset(Dataset):
         transform: image preprocessing (default :class:`~vlp_medical.transforms.CxrTransform` at 224).
         train: random augmentation (seeded per ``(seed, epoch, index)``: pass ``ds[(epoch, i)]``).
         labels: label columns to return (default ``frame.attrs["labels"]``).
-        texts: optional callable ``row -> list[str]`` of extra texts (e.g. MAKE sub-captions) returned as ``"aspects"``.
+        texts: optional callable ``row -> list[str | (str, kind)]`` of extra texts (e.g. MAKE ontology text and
+            sub-captions) returned as ``"aspects"``.
         read_kwargs: forwarded to :func:`~vlp_medical.io.read_image` (``voi``, ``window``, ``sixteen_bit``...).
         cache: keep decoded, preprocessed eval images in memory (``train=False`` only).
         skip_bad: a bad image yields ``None`` (dropped by :func:`collate_cxr`), counted in ``self.policy``.
@@ -388,7 +389,10 @@ def collate_cxr(samples: Sequence[dict[str, Any] | None]) -> dict[str, Any]:
     if all("text" in s for s in samples):
         batch["text"] = [s["text"] for s in samples]
     if all("aspects" in s for s in samples):
-        batch["aspects"] = [t for s in samples for t in s["aspects"]]
+        # Sample-major flat list; items may be (text, kind) pairs (MAKE: 1 ontology, 2 sub-caption) or plain texts.
+        flat = [(t if isinstance(t, tuple) else (t, 2)) for s in samples for t in s["aspects"]]
+        batch["aspects"] = [t for t, _ in flat]
+        batch["aspects_kind"] = torch.tensor([k for _, k in flat], dtype=torch.long)
         batch["aspects_owner"] = torch.tensor(
             [b for b, s in enumerate(samples) for _ in s["aspects"]], dtype=torch.long
         )
