@@ -145,6 +145,9 @@ class HellingerSimilarity(Configurable, nn.Module):
 class CSDSimilarity(Configurable, nn.Module):
     """``forward(a, b) -> -CSD [B, M]`` (PCME++'s retrieval score for the closed-form sampled distance)."""
 
+    def __init__(self) -> None:
+        super().__init__()
+
     def forward(self, a: Tensor, b: Tensor) -> Tensor:
         return -csd(a, b)
 
@@ -335,6 +338,9 @@ class SampledInstanceLoss(Configurable, nn.Module):
 
 class VIBLoss(Configurable, nn.Module):
     """``Σ_m KL(N(μ_m, σ_m²) ‖ N(0, I))`` over the given embeddings (each averaged over rows and dims)."""
+
+    def __init__(self) -> None:
+        super().__init__()
 
     def forward(self, *embs: Tensor) -> Tensor:
         return sum(kl_to_standard_normal(e) for e in embs)  # type: ignore[return-value]
