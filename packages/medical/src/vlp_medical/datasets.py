@@ -314,7 +314,8 @@ class CxrTextDataset(Dataset):
         texts: optional callable ``row -> list[str | (str, kind)]`` of extra texts (e.g. MAKE ontology text and
             sub-captions) returned as ``"aspects"``.
         read_kwargs: forwarded to :func:`~vlp_medical.io.read_image` (``voi``, ``window``, ``sixteen_bit``...).
-        cache: keep decoded, preprocessed eval images in memory (``train=False`` only).
+        cache: keep images in memory: decoded arrays when ``train`` (augmentation still runs per draw), decoded
+            and preprocessed tensors otherwise.
         skip_bad: a bad image yields ``None`` (dropped by :func:`collate_cxr`), counted in ``self.policy``.
         seed: augmentation seed.
 
@@ -341,7 +342,7 @@ class CxrTextDataset(Dataset):
         self.read_kwargs = dict(read_kwargs or {})
         self.mode = "RGB" if self.transform.channels == 3 else "L"
         self.policy = SkipPolicy(skip_bad=skip_bad, catch=(BadInputError, OSError), name="images")
-        self._cache: dict[int, Tensor] | None = {} if cache and not train else None
+        self._cache: dict[int, Any] | None = {} if cache else None
         self.label_matrix = (
             torch.tensor(self.frame[self.labels].to_numpy(dtype=np.float32))
             if self.labels
@@ -352,12 +353,19 @@ class CxrTextDataset(Dataset):
         return len(self.frame)
 
     def image(self, i: int, epoch: int = 0) -> Tensor:
-        if self._cache is not None and i in self._cache:
-            return self._cache[i]
-        img, _ = read_image(self.frame.at[i, "path"], mode=self.mode, **self.read_kwargs)
-        gen = torch.Generator().manual_seed(hash((self.seed, epoch, i)) & 0x7FFFFFFF) if self.train else None
+        cached = self._cache.get(i) if self._cache is not None else None
+        if cached is not None and not self.train:
+            return cached
+        img = (
+            cached
+            if cached is not None
+            else read_image(self.frame.at[i, "path"], mode=self.mode, **self.read_kwargs)[0]
+        )
+        if self._cache is not None and self.train:
+            self._cache[i] = img
+        gen = torch.Generator().manual_seed((self.seed * 1_000_003 + epoch) * 1_000_003 + i) if self.train else None
         x = self.transform(img, train=self.train, generator=gen)
-        if self._cache is not None:
+        if self._cache is not None and not self.train:
             self._cache[i] = x
         return x
 
