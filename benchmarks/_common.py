@@ -169,12 +169,12 @@ def env_line() -> str:
 
 
 def repro_command(argv: Sequence[str] | None = None) -> str:
-    """The command line that reproduces this run, from the repository root."""
+    """The command line that reproduces this run, run from the repository root (no machine paths)."""
     argv = list(sys.argv if argv is None else argv)
     script = Path(argv[0]).resolve()
     root = Path(__file__).resolve().parents[1]
     try:
-        script_s = str(script.relative_to(root))
+        script_s = script.relative_to(root).as_posix()
     except ValueError:
-        script_s = str(script)
-    return f"cd {root} && uv run python {shlex.join([script_s, *argv[1:]])}"
+        script_s = f"benchmarks/{script.name}"
+    return f"uv run python {shlex.join([script_s, *argv[1:]])}"

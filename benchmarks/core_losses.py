@@ -9,8 +9,8 @@ Times are measured in this process, interleaved round-robin (A B C, B C A, ...),
 Peak memory is measured in a fresh subprocess per (loss, implementation, batch) (``--worker``): the peak RSS
 increase during one forward+backward over the RSS right before it (see ``_common.PeakRSS``).
 
-    cd /work/main && uv run python benchmarks/core_losses.py            # full run (~10 min on 2 busy cores)
-    cd /work/main && uv run python benchmarks/core_losses.py --quick    # smoke run (~1 min)
+    uv run python benchmarks/core_losses.py            # full run (~10 min on 2 busy cores)
+    uv run python benchmarks/core_losses.py --quick    # smoke run (~1 min)
 """
 
 from __future__ import annotations

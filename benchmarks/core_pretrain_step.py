@@ -17,8 +17,8 @@ Also reported: dense float32 matmul FLOP/s of this machine (2048^3 by default, s
 per training step (``torch.utils.flop_counter.FlopCounterMode`` over one forward+backward of the plain loop), and
 the achieved FLOP/s as a fraction of the matmul rate.
 
-    cd /work/main && uv run python benchmarks/core_pretrain_step.py           # full run (< ~10 min)
-    cd /work/main && uv run python benchmarks/core_pretrain_step.py --quick   # smoke run
+    uv run python benchmarks/core_pretrain_step.py           # full run (< ~10 min)
+    uv run python benchmarks/core_pretrain_step.py --quick   # smoke run
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Training runs for test_training.py's resume test, each in its own process (run as a script, not collected).
 
-usage: resume_script.py straight OUT | first CKPT_DIR | resume CKPT OUT
+usage: resume_script.py straight OUT | first CKPT_DIR [STOP] | resume CKPT OUT
 """
 
 from __future__ import annotations
@@ -49,8 +49,9 @@ if __name__ == "__main__":
         save(m, t, path)
     elif mode == "first":
         L.seed_everything(0)
-        saver = L.pytorch.callbacks.ModelCheckpoint(dirpath=path, every_n_train_steps=STOP, save_top_k=-1)
-        trainer(STOP, path, [saver]).fit(model(), data)  # the process then exits: a real stop
+        stop = int(sys.argv[3]) if len(sys.argv) > 3 else STOP  # 6 stops in the middle of the second epoch
+        saver = L.pytorch.callbacks.ModelCheckpoint(dirpath=path, every_n_train_steps=stop, save_top_k=-1)
+        trainer(stop, path, [saver]).fit(model(), data)  # the process then exits: a real stop
     elif mode == "resume":
         L.seed_everything(123)  # a different fresh-process state must not matter
         m, t = model(), trainer(TOTAL, path.parent)

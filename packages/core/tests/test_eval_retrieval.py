@@ -34,7 +34,9 @@ def test_diagonal_matches_bruteforce(chunk: int, gchunk: int) -> None:
     g = g + 1.5 * q  # correlated so ranks are spread, not all huge
     ref = _reference_ranks(q, g, torch.eye(50, dtype=torch.bool))
     got = retrieval_ranks(q, g, chunk_size=chunk, gallery_chunk_size=gchunk)
-    assert torch.equal(got, ref)
+    assert got.dtype == torch.float64 and torch.equal(got, ref.double())  # no ties: mean ranks are whole numbers
+    for ties in ("pessimistic", "optimistic"):
+        assert torch.equal(retrieval_ranks(q, g, chunk_size=chunk, gallery_chunk_size=gchunk, ties=ties), ref)
     m = retrieval_metrics(q, g, chunk_size=chunk, gallery_chunk_size=gchunk)
     r = ref.double()
     assert m["R@1"] == pytest.approx(float((r <= 1).double().mean()))
@@ -79,18 +81,23 @@ def test_self_exclusion_matches_bruteforce(chunk: int, gchunk: int) -> None:
     got = retrieval_ranks(
         x, x, query_ids=groups, gallery_ids=groups, exclude_self=True, chunk_size=chunk, gallery_chunk_size=gchunk
     )
-    assert torch.equal(got, ref)
+    assert torch.equal(got, ref.double())
     # Without exclusion every query finds itself at rank 1: the option matters.
     trivial = retrieval_ranks(x, x, query_ids=groups, gallery_ids=groups, chunk_size=chunk, gallery_chunk_size=gchunk)
     assert bool((trivial == 1).all()) and not torch.equal(trivial, got)
 
 
-def test_self_exclusion_singleton_groups_are_ignored() -> None:
+def test_self_exclusion_singleton_groups_are_counted_not_dropped_silently() -> None:
     x = _emb(10, seed=8)
-    groups = torch.tensor([0, 0, 1, 1, 2, 3, 3, 4, 4, 4])  # group 2 has a single member -> no positive left
-    ranks = retrieval_ranks(x, x, query_ids=groups, gallery_ids=groups, exclude_self=True)
-    assert ranks[4] == -1 and bool((ranks[torch.arange(10) != 4] > 0).all())
-    assert retrieval_metrics(x, x, query_ids=groups, gallery_ids=groups, exclude_self=True)["n_queries"] == 9
+    groups = torch.tensor([0, 0, 1, 1, 2, 3, 3, 4, 4, 5])  # groups 2 and 5 have one member -> no positive left
+    with pytest.warns(UserWarning, match=r"2 of 10 queries have no positive .*2 of them had only themselves"):
+        ranks = retrieval_ranks(x, x, query_ids=groups, gallery_ids=groups, exclude_self=True)
+    assert ranks[4] == -1 and ranks[9] == -1 and int((ranks > 0).sum()) == 8
+    with pytest.warns(UserWarning, match="n_queries_without_positive"):
+        m = retrieval_metrics(x, x, query_ids=groups, gallery_ids=groups, exclude_self=True)
+    assert m["n_queries"] == 8 and m["n_queries_without_positive"] == 2
+    full = retrieval_metrics(x, x, query_ids=groups, gallery_ids=groups)  # every query has a positive: itself
+    assert full["n_queries"] == 10 and full["n_queries_without_positive"] == 0
 
 
 def test_matches_torchmetrics_hit_rate() -> None:
@@ -135,13 +142,46 @@ def test_bidirectional_keys_and_values() -> None:
     assert out["text_to_image/R@1"] == pytest.approx(retrieval_metrics(txt, img, t2i)["R@1"])
 
 
-def test_ties_are_deterministic_and_documented() -> None:
-    x = torch.ones(6, 4)
+def test_ties_are_deterministic_and_mean_by_default() -> None:
+    x = torch.ones(6, 4)  # collapsed embeddings: every item ties with every other
+    mean = retrieval_ranks(x, x)  # each query: 0 items above, 5 tied -> 1 + 5 / 2
+    assert bool((mean == 3.5).all())
+    m = retrieval_metrics(x, x)
+    assert m["R@1"] == pytest.approx(1 / 6) and m["R@5"] == pytest.approx(5 / 6) and m["mean_rank"] == 3.5
     with pytest.warns(UserWarning, match="tie exactly"):
-        optimistic = retrieval_ranks(x, x)
-    assert bool((optimistic == 1).all())
+        optimistic = retrieval_ranks(x, x, ties="optimistic")  # only on request, and with a warning
+    assert bool((optimistic == 1).all()) and optimistic.dtype == torch.long
     pessimistic = retrieval_ranks(x, x, ties="pessimistic")
     assert bool((pessimistic == 6).all())
+    assert retrieval_metrics(x, x, ties="pessimistic")["R@5"] == 0.0
+    with pytest.raises(ValueError, match="ties must be one of"):
+        retrieval_ranks(x, x, ties="random")
+
+
+def test_mean_ties_equal_the_average_over_random_tie_orders() -> None:
+    """Reference: brute-force ranks with ties broken by a random key, averaged over many draws."""
+    gen = torch.Generator().manual_seed(3)
+    pool = torch.randn(4, 8, generator=gen)  # few distinct vectors: exact ties, including among positives
+    q = pool[torch.randint(0, 4, (12,), generator=gen)]
+    g = pool[torch.randint(0, 4, (20,), generator=gen)]
+    pos = [[j for j in range(20) if j % 12 == i or j == (i * 7) % 20] for i in range(12)]
+    mask = torch.zeros(12, 20, dtype=torch.bool)
+    for i, p in enumerate(pos):
+        mask[i, p] = True
+    sims = (F.normalize(q, dim=-1) @ F.normalize(g, dim=-1).T).double().round(decimals=5)
+    draws, ks = 3000, (1, 3, 5)
+    keys = torch.rand(draws, 1, 20, generator=gen).expand(draws, 12, 20)
+    # Sort by (score desc, random key asc): a score step of 1 dominates any key in [0, 1).
+    order_score = -sims * 1e6 + keys  # distinct pool vectors differ by far more than 1e-6 in cosine
+    ranks = torch.empty(draws, 12)
+    for i in range(12):
+        order = torch.argsort(order_score[:, i], dim=1)
+        ranks[:, i] = mask[i][order].float().argmax(dim=1) + 1  # position of the first positive
+    m = retrieval_metrics(q, g, pos, ks=ks, chunk_size=5, gallery_chunk_size=7)
+    assert m["mean_rank"] == pytest.approx(float(ranks.mean()), abs=0.05)
+    for k in ks:
+        assert m[f"R@{k}"] == pytest.approx(float((ranks <= k).float().mean()), abs=0.015)
+    assert float(retrieval_ranks(q, g, pos).max()) > 2  # the case really has ties that matter
 
 
 def test_nan_embeddings_raise() -> None:
@@ -163,3 +203,19 @@ def test_bad_arguments_raise() -> None:
         retrieval_ranks(q, g, torch.tensor([0, 1, 2, 6]))
     with pytest.raises(ValueError, match="no query has a positive"):
         metrics_from_ranks(torch.tensor([-1, -1]))
+
+
+def test_retrieval_takes_a_similarity() -> None:
+    """A non-inner-product similarity ranks exactly like brute force over its full score matrix."""
+    from vlp_core.similarity import Similarity
+
+    class NegL1(Similarity):
+        def forward(self, a, b):
+            return -torch.cdist(a, b, p=1)
+
+    g = torch.Generator().manual_seed(3)
+    q, gal = torch.randn(9, 4, generator=g), torch.randn(9, 4, generator=g)
+    ranks = retrieval_ranks(q, gal, similarity=NegL1(), chunk_size=4, gallery_chunk_size=5)
+    scores = -torch.cdist(q, gal, p=1)
+    brute = 1 + (scores > scores.diagonal()[:, None]).sum(1)
+    assert ranks.tolist() == brute.double().tolist()

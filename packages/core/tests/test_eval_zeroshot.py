@@ -136,3 +136,20 @@ def test_errors() -> None:
         zero_shot_classifier(lambda texts: torch.full((len(texts), D), float("nan")), ["a"], ["{}"])
     with pytest.raises(ValueError, match="dim"):
         zero_shot_scores(torch.randn(3, D), torch.randn(2, D + 1))
+
+
+def test_zero_shot_scores_take_a_similarity() -> None:
+    from vlp_core.similarity import CosineSimilarity, Similarity
+
+    class NegSqDist(Similarity):
+        def forward(self, a, b):
+            return -torch.cdist(a, b).square()
+
+    g = torch.Generator().manual_seed(0)
+    feats, cls = torch.randn(7, 5, generator=g), torch.randn(3, 5, generator=g)
+    torch.testing.assert_close(
+        zero_shot_scores(feats, cls, similarity=CosineSimilarity()), zero_shot_scores(feats, cls)
+    )
+    torch.testing.assert_close(
+        zero_shot_scores(feats, cls, 2.0, similarity=NegSqDist()), -2.0 * torch.cdist(feats, cls) ** 2
+    )

@@ -251,3 +251,98 @@ def test_multi_positive_emulated_ranks_equal_block_diagonal_full_batch() -> None
     torch.testing.assert_close(emulated, full)
     torch.testing.assert_close(ea, fa)
     torch.testing.assert_close(eb, fb)
+
+
+def _mp_import():
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("vlp_mp_ragged", Path(__file__).with_name("mp_ragged.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_multi_positive_owner_index_equals_dense_matrix() -> None:
+    mp = _mp_import()
+    a, b = mp.data()
+    dense = torch.zeros(5, 9, dtype=torch.float64)
+    dense[mp.OWNER, torch.arange(9)] = mp.WEIGHTS
+    loss = MultiPositiveClipLoss().double()
+    torch.testing.assert_close(loss(a, b, mp.OWNER, weights=mp.WEIGHTS)["loss"], loss(a, b, dense)["loss"])
+
+
+def test_multi_positive_ids_make_identical_texts_positives() -> None:
+    """With text ids, a candidate whose text equals one of anchor i's own texts is a positive of i (brute force)."""
+    mp = _mp_import()
+    a, b = mp.data()
+    dense = torch.zeros(5, 9, dtype=torch.float64)
+    for i in range(5):
+        own = {int(t) for t in mp.IDS[i == mp.OWNER]}
+        for j in range(9):
+            if int(mp.IDS[j]) in own:
+                dense[i, j] = mp.WEIGHTS[j]
+    loss = MultiPositiveClipLoss().double()
+    with_ids = loss(a, b, mp.OWNER, ids=mp.IDS, weights=mp.WEIGHTS)["loss"]
+    torch.testing.assert_close(with_ids, loss(a, b, dense)["loss"])
+    assert not torch.allclose(with_ids, loss(a, b, mp.OWNER, weights=mp.WEIGHTS)["loss"])  # the ids matter
+
+
+@pytest.mark.parametrize("use_ids", [False, True])
+def test_multi_positive_ragged_emulated_ranks_equal_global(use_ids: bool) -> None:
+    """Ranks with different B and M: rank-averaged loss and gradients equal the single-process loss."""
+    mp = _mp_import()
+    a, b = mp.data()
+    a.requires_grad_(True)
+    b.requires_grad_(True)
+    kw = {"ids": mp.IDS} if use_ids else {}
+    full = MultiPositiveClipLoss().double()(a, b, mp.OWNER, weights=mp.WEIGHTS, **kw)["loss"]
+    g_full = torch.autograd.grad(full, (a, b))
+    total = torch.zeros((), dtype=torch.float64)
+    grads = [torch.zeros_like(a), torch.zeros_like(b)]
+    slices = [mp.rank_slices(r) for r in range(2)]
+    owner_global = [mp.OWNER[sb] for _, sb in slices]
+    for rank in range(2):
+        sa, sb = slices[rank]
+        # Whole-batch parts of every gathered quantity, in the order the loss gathers them (features after the
+        # similarity's per-row preparation, i.e. normalised).
+        order = [[F.normalize(a[s], dim=-1) for s, _ in slices], [F.normalize(b[s], dim=-1) for _, s in slices]]
+        if use_ids:
+            order += [[mp.IDS[s] for _, s in slices], [mp.WEIGHTS[s] for _, s in slices], owner_global]
+        order += [[torch.tensor([float(x)], dtype=torch.float64) for x in mp.A_SPLIT]]
+        order += [[torch.tensor([float(x)], dtype=torch.float64) for x in mp.B_SPLIT]]
+        calls = iter(order)
+
+        def gather(x, rank=rank, calls=calls):
+            parts = next(calls)
+            return [x if r == rank else parts[r] for r in range(2)]
+
+        loss = MultiPositiveClipLoss().double()
+        loss.rank, loss.world_size, loss.gather_fn = rank, 2, gather
+        local_kw = {"ids": mp.IDS[sb]} if use_ids else {}
+        value = loss(a[sa], b[sb], mp.local_owner(rank), weights=mp.WEIGHTS[sb], **local_kw)["loss"]
+        total = total + value.detach() / 2
+        for acc, g in zip(grads, torch.autograd.grad(value, (a, b))):
+            acc += g / 2
+    torch.testing.assert_close(total, full.detach(), rtol=1e-10, atol=1e-10)
+    for got, want in zip(grads, g_full):
+        torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-10)
+
+
+def test_similarity_is_pluggable_in_clip_loss() -> None:
+    """A non-inner-product similarity runs through ClipLoss unchanged (here negative squared distance)."""
+    from vlp_core.similarity import Similarity
+
+    class NegSqDist(Similarity):
+        def forward(self, a, b):
+            return -torch.cdist(a, b).square()
+
+    a, b = _features(n=8, d=4, seed=3)
+    ours = ClipLoss(similarity=NegSqDist()).double()(a, b)["loss"]
+    s = 1 / 0.07
+    logits = -s * torch.cdist(a, b).square()
+    t = torch.arange(8)
+    ref = 0.5 * (F.cross_entropy(logits, t) + F.cross_entropy(logits.T, t))
+    torch.testing.assert_close(ours, ref)
+    with pytest.raises(ValueError, match="inner-product"):
+        ClipLoss(similarity=NegSqDist(), chunk_size=4)

@@ -60,3 +60,28 @@ def test_vlp_plugins_command_lists_core(capsys: pytest.CaptureFixture[str]) -> N
     out = capsys.readouterr().out
     assert out.splitlines()[0].split()[:3] == ["plug-in", "distribution", "version"]
     assert any(line.split()[:2] == ["core", "vlp-core"] for line in out.splitlines())
+    header = out.splitlines()[0].split()
+    assert header[3:] == ["models", "towers", "losses", "datasets", "transforms", "demo"]
+
+
+def test_vlp_list_shows_registered_names_and_targets(capsys: pytest.CaptureFixture[str]) -> None:
+    from vlp_core.cli import main
+
+    assert main(["list", "loss", "core/*"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert ["loss", "core/clip", "vlp_core.losses.ClipLoss"] in [line.split() for line in lines]
+    assert all(line.split()[0] == "loss" and line.split()[1].startswith("core/") for line in lines)
+    assert main(["list", "tower", "nothing/*"]) == 1
+
+
+def test_create_builds_by_registered_name() -> None:
+    from vlp_core.losses import ClipLoss
+    from vlp_core.registry import MODELS, create
+
+    assert isinstance(create("loss", "core/clip"), ClipLoss)
+    assert isinstance(create("losses", "core/clip"), ClipLoss)  # plural kinds read naturally too
+    assert MODELS.kind == "model"
+    with pytest.raises(KeyError, match="unknown registry kind"):
+        create("widget", "core/clip")
+    with pytest.raises(KeyError, match="unknown loss 'core/none'"):
+        create("loss", "core/none")

@@ -123,3 +123,27 @@ class TestTextTowerConformance(TowerConformance):
 
     def make_input(self, batch_size: int):
         return ["sinus rhythm", "atrial fibrillation with rapid ventricular response", "normal ecg"][:batch_size]
+
+
+def test_import_leaves_hf_offline_env_alone_and_loads_locally(tmp_path) -> None:  # noqa: ANN001
+    """Importing vlp must not flip HF_HUB_OFFLINE for the user's process; loading stays local without it."""
+    import os
+    import subprocess
+    import sys
+
+    script = (
+        "import os\n"
+        "import vlp_core, vlp_core.towers, vlp_core.towers.text\n"
+        "assert 'HF_HUB_OFFLINE' not in os.environ, os.environ.get('HF_HUB_OFFLINE')\n"
+        "assert 'TRANSFORMERS_OFFLINE' not in os.environ\n"
+        "from vlp_core.towers import TextTower\n"
+        "out = TextTower(embed_dim=8)(['sinus rhythm'])\n"
+        "assert out.embedding.shape == (1, 8)\n"
+        "assert 'HF_HUB_OFFLINE' not in os.environ\n"
+        "print('ok')\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
+    # A Hub endpoint that refuses connections: any download attempt would fail instead of silently succeeding.
+    env.update(HF_ENDPOINT="http://127.0.0.1:9", HF_HOME=str(tmp_path / "hf"), OMP_NUM_THREADS="1")
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]

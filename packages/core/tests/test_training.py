@@ -49,9 +49,11 @@ def test_overfits_one_batch(loss, tmp_path: Path) -> None:
     assert last < bound < first, (first, last)
 
 
-def test_resume_is_identical_to_uninterrupted(tmp_path: Path) -> None:
-    """8 steps straight vs 4 steps in a process that then exits, resumed from its .ckpt in a fresh process for 4
-    more: identical weights and optimiser state (the towers use dropout, so the RNG state must be restored too)."""
+@pytest.mark.parametrize("stop", [4, 6])
+def test_resume_is_identical_to_uninterrupted(tmp_path: Path, stop: int) -> None:
+    """8 steps straight vs ``stop`` steps in a process that then exits, resumed from its .ckpt in a fresh process:
+    identical weights and optimiser state (the towers use dropout, so the RNG state must be restored too). Epochs
+    are 4 steps long, so stop=6 resumes mid-epoch: the data loader must continue after the batches already seen."""
     import subprocess
     import sys
 
@@ -62,8 +64,8 @@ def test_resume_is_identical_to_uninterrupted(tmp_path: Path) -> None:
         assert proc.returncode == 0, proc.stderr[-3000:]
 
     run("straight", str(tmp_path / "straight.pt"))
-    run("first", str(tmp_path / "ckpt"))
-    ckpt = next((tmp_path / "ckpt").glob("*step=4.ckpt"))
+    run("first", str(tmp_path / "ckpt"), str(stop))
+    ckpt = next((tmp_path / "ckpt").glob(f"*step={stop}.ckpt"))
     assert "state_dict" in torch.load(ckpt, weights_only=True)  # plain data: loads without unpickling code
     run("resume", str(tmp_path / "resumed.pt"), str(ckpt))
 
@@ -129,7 +131,7 @@ def test_bad_inputs_name_the_problem() -> None:
     model = _model()
     with pytest.raises(KeyError, match="unknown tower 'z'"):
         model.encode("z", torch.randn(2, 8))
-    with pytest.raises(KeyError, match="needs tower 'y'"):
+    with pytest.raises(KeyError, match="needs field 'y'"):
         model.compute_losses({"x": torch.randn(4, 8)})
     with pytest.raises(ValueError, match="NaN"):
         model.compute_losses({"x": torch.full((4, 8), float("nan")), "y": torch.randn(4, 8)})

@@ -111,11 +111,12 @@ def test_plugin_registers_resolvable_entries() -> None:
     from vlp_ecg.plugin import register
 
     reg = PluginRegistry(Registry("tower"), Registry("loss"), Registry("dataset"), Registry("transform"),
-                         Registry("demo"))  # fmt: skip
+                         Registry("demo"), Registry("model"))  # fmt: skip
     register(reg)
-    assert reg.towers.list("ecg/*") == ["ecg/melp", "ecg/report_text", "ecg/resnet1d", "ecg/vit1d"]
-    assert "ecg" in reg.demos and "ecg/melp_local" in reg.losses and "ecg/ptbxl" in reg.datasets
-    for r in (reg.towers, reg.losses, reg.datasets, reg.transforms, reg.demos):
+    assert reg.towers.list("ecg/*") == ["ecg/report_text", "ecg/resnet1d", "ecg/vit1d"]  # a model is not a tower
+    assert reg.models.list() == ["ecg/melp"]
+    assert "ecg" in reg.demos and "ecg/ptbxl" in reg.datasets
+    for r in (reg.towers, reg.losses, reg.datasets, reg.transforms, reg.demos, reg.models):
         for name in r.list():
             assert callable(r.get(name))
     tower = reg.towers.build("ecg/vit1d", size="tiny", embed_dim=8, token_dim=8, beats="none")

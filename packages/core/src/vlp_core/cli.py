@@ -1,6 +1,7 @@
 """Command lines: the umbrella ``vlp`` command and the base every domain CLI (``vlp-<domain>``) is built on.
 
-``vlp plugins`` lists installed domains; ``vlp demo [DOMAIN...]`` runs their embedded demos.
+``vlp plugins`` lists installed domains; ``vlp list [KIND] [PATTERN]`` the registered names that configs and
+:func:`vlp_core.registry.create` accept; ``vlp demo [DOMAIN...]`` runs the embedded demos.
 A domain CLI is ``domain_cli(...)``: ``fit``/``validate``/``test``/``predict`` go to LightningCLI (YAML configs via
 jsonargparse, ``--print_config``), other subcommands to plain typed functions parsed by jsonargparse.
 """
@@ -32,23 +33,40 @@ def _print_plugins() -> int:
     from vlp_core.plugins import failed_plugins, load_plugins
 
     plugins = load_plugins(strict=False)
-    rows = [("plug-in", "distribution", "version", "towers", "losses", "datasets", "demo")]
+    kinds = (registry.MODELS, registry.TOWERS, registry.LOSSES, registry.DATASETS, registry.TRANSFORMS)
+    rows = [("plug-in", "distribution", "version", "models", "towers", "losses", "datasets", "transforms", "demo")]
     for p in plugins:
-        prefix = f"{p.name}/*"
-        rows.append((
-            p.name, p.distribution, p.version,
-            str(len(registry.TOWERS.list(prefix))), str(len(registry.LOSSES.list(prefix))),
-            str(len(registry.DATASETS.list(prefix))), "yes" if p.name in registry.DEMOS else "no",
-        ))  # fmt: skip
+        counts = [str(len(reg.list(f"{p.name}/*"))) for reg in kinds]
+        rows.append((p.name, p.distribution, p.version, *counts, "yes" if p.name in registry.DEMOS else "no"))
     failed = failed_plugins()
     for info, _ in failed.values():
-        rows.append((info.name, info.distribution, info.version, "-", "-", "-", "ERROR"))
+        rows.append((info.name, info.distribution, info.version, *("-" for _ in kinds), "ERROR"))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for r in rows:
         print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
     for _, message in failed.values():
         print(f"\n{message}", file=sys.stderr)
     return 1 if failed else 0
+
+
+def _print_registered(kind: str | None, pattern: str) -> int:
+    """``vlp list [KIND] [PATTERN]``: registered names, the names configs use (``"class_path": "ecg/resnet1d"``)."""
+    from vlp_core import registry
+    from vlp_core.plugins import failed_plugins, load_plugins
+
+    load_plugins(strict=False)
+    for _, message in failed_plugins().values():
+        print(f"warning: {message}", file=sys.stderr)
+    regs = registry.registries()
+    chosen = [kind] if kind else list(regs)
+    rows = [(k, name, regs[k].target_path(name)) for k in chosen for name in regs[k].list(pattern)]
+    if not rows:
+        print(f"nothing registered matches {pattern!r}", file=sys.stderr)
+        return 1
+    widths = [max(len(r[i]) for r in rows) for i in range(2)]
+    for k, name, target in rows:
+        print(f"{k.ljust(widths[0])}  {name.ljust(widths[1])}  {target}")
+    return 0
 
 
 def _run_demo(args: argparse.Namespace) -> int:
@@ -99,6 +117,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="vlp", description="vision-language pretraining for medical data")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("plugins", help="list installed vlp packages and what they register")
+    lister = sub.add_parser("list", help="list registered names (what configs and create() accept)")
+    lister.add_argument("kind", nargs="?", choices=("model", "tower", "loss", "dataset", "transform", "demo"))
+    lister.add_argument("pattern", nargs="?", default="*", help="shell-style filter, e.g. 'ecg/*'")
     demo = sub.add_parser("demo", help="pretrain briefly on embedded data, evaluate zero-shot, write a report")
     demo.add_argument("domains", nargs="*", help="domains to run (default: every installed domain)")
     demo.add_argument("--out", default="runs", help="report root folder (default: runs)")
@@ -108,6 +129,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "plugins":
         return _print_plugins()
+    if args.command == "list":
+        return _print_registered(args.kind, args.pattern)
     return _run_demo(args)
 
 

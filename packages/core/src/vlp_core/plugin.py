@@ -12,5 +12,7 @@ def register(registry: PluginRegistry) -> None:
     registry.losses.register("core/clip", "vlp_core.losses:ClipLoss")
     registry.losses.register("core/siglip", "vlp_core.losses:SigLipLoss")
     registry.losses.register("core/multi_positive_clip", "vlp_core.losses:MultiPositiveClipLoss")
+    registry.losses.register("core/caption", "vlp_core.losses:CaptionLoss")
+    registry.losses.register("core/local_alignment", "vlp_core.losses:LocalAlignmentLoss")
     registry.datasets.register("core/shapes", "vlp_core.toy:ShapesDataset")
     registry.demos.register("core", "vlp_core.toy:run_core_demo")

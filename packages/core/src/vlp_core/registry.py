@@ -1,8 +1,17 @@
 """Named-constructor registries shared by every vlp package (timm-style, with lazy entries).
 
-A domain package registers its towers, losses, datasets, transforms and demo in its plug-in's
+A domain package registers its whole models, towers, losses, datasets, transforms and demo in its plug-in's
 ``register(registry)`` function. Keys are namespaced by domain (``"ecg/resnet1d"``); values are callables or lazy
 ``"module:attr"`` strings that are imported only when first used, so listing plug-ins stays cheap.
+
+Configs and command lines name components by these keys, as timm's ``create_model`` does::
+
+    from vlp_core.registry import create
+    tower = create("tower", "ecg/resnet1d", size="small")     # same as TOWERS.build("ecg/resnet1d", size="small")
+    model = create("model", "ecg/melp", encoder="vit1d")
+
+and a config's ``"class_path"`` may be a registered name (``{"class_path": "core/clip", "init_args": {}}``), see
+:func:`vlp_core.config.from_config`.
 """
 
 from __future__ import annotations
@@ -16,10 +25,13 @@ __all__ = [
     "DATASETS",
     "DEMOS",
     "LOSSES",
+    "MODELS",
     "TOWERS",
     "TRANSFORMS",
     "PluginRegistry",
     "Registry",
+    "create",
+    "registries",
     "resolve_lazy",
 ]
 
@@ -105,6 +117,13 @@ class Registry:
         factory: Callable[..., Any] = self.get(name)
         return factory(**kwargs)
 
+    def target_path(self, name: str) -> str:
+        """Dotted ``module.attr`` path of the entry under ``name``, without importing a lazy entry."""
+        entry = self._entries[name]
+        if isinstance(entry, str):
+            return entry.replace(":", ".")
+        return f"{getattr(entry, '__module__', '?')}.{getattr(entry, '__qualname__', repr(entry))}"
+
     def list(self, pattern: str = "*") -> list[str]:
         """Sorted names matching a shell-style ``pattern`` (``"ecg/*"``)."""
         return sorted(k for k in self._entries if fnmatch.fnmatchcase(k, pattern))
@@ -122,17 +141,59 @@ class Registry:
         return f"Registry({self.kind!r}, {len(self)} entries)"
 
 
+MODELS = Registry("model")
 TOWERS = Registry("tower")
 LOSSES = Registry("loss")
 DATASETS = Registry("dataset")
 TRANSFORMS = Registry("transform")
 DEMOS = Registry("demo")
 
+_BY_KIND = {r.kind: r for r in (MODELS, TOWERS, LOSSES, DATASETS, TRANSFORMS, DEMOS)}
+_PLURAL = {"models": "model", "towers": "tower", "losses": "loss", "datasets": "dataset", "transforms": "transform",
+           "demos": "demo"}  # fmt: skip
+
+
+def registries() -> dict[str, Registry]:
+    """The global registries by kind (``"model"``, ``"tower"``, ``"loss"``, ``"dataset"``, ``"transform"``,
+    ``"demo"``)."""
+    return dict(_BY_KIND)
+
+
+def _registry(kind: str) -> Registry:
+    reg = _BY_KIND.get(_PLURAL.get(kind, kind))
+    if reg is None:
+        raise KeyError(f"unknown registry kind {kind!r}; choose from {', '.join(_BY_KIND)}")
+    return reg
+
+
+def create(kind: str, name: str, **kwargs: Any) -> Any:
+    """Build the component registered as ``name`` in the ``kind`` registry (timm's ``create_model``, per kind).
+
+    Installed plug-ins are loaded on first use, so ``create("tower", "ecg/resnet1d")`` works without importing
+    ``vlp_ecg`` first.
+
+    Args:
+        kind: ``"model"``, ``"tower"``, ``"loss"``, ``"dataset"``, ``"transform"`` or ``"demo"`` (plurals accepted).
+        name: registered name, e.g. ``"ecg/resnet1d"`` or ``"core/clip"``.
+        **kwargs: constructor arguments.
+
+    Raises:
+        KeyError: unknown kind, or unknown name (the message lists what is registered).
+    """
+    reg = _registry(kind)
+    if name not in reg:
+        from vlp_core.plugins import load_plugins
+
+        load_plugins(strict=False)
+    return reg.build(name, **kwargs)
+
 
 class PluginRegistry:
     """What a plug-in's ``register(registry)`` receives: the shared registries, nothing else.
 
     Plug-ins only add entries; being installed must never change behaviour (unlike Lightning's callback factory).
+    ``models`` holds whole models (a :class:`~vlp_core.training.Pretrainer` with its towers and losses, e.g.
+    ``"ecg/melp"``); ``towers`` holds single encoders.
     """
 
     def __init__(
@@ -142,7 +203,9 @@ class PluginRegistry:
         datasets: Registry = DATASETS,
         transforms: Registry = TRANSFORMS,
         demos: Registry = DEMOS,
+        models: Registry = MODELS,
     ) -> None:
+        self.models = models
         self.towers = towers
         self.losses = losses
         self.datasets = datasets

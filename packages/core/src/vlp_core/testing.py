@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import ast
+import re
+import sys
 from abc import ABC, abstractmethod
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +16,94 @@ from torch import Tensor, nn
 from vlp_core.data.sample_data import ENV_VAR, sample_data_dir, sample_data_root
 from vlp_core.towers.base import Tower, TowerOutput
 
-__all__ = ["BoringTower", "PluginConformance", "RandomPairs", "TowerConformance", "require_sample_data"]
+__all__ = [
+    "BoringTower",
+    "PluginConformance",
+    "RandomPairs",
+    "TowerConformance",
+    "require_sample_data",
+    "undeclared_imports",
+]
+
+
+def _normalise(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def _declared(distribution: str) -> set[str]:
+    """Normalised names of ``distribution``'s unconditional requirements (installed metadata, not extras)."""
+    from importlib.metadata import requires
+
+    names = set()
+    for req in requires(distribution) or []:
+        if "extra ==" in req.replace("extra==", "extra =="):
+            continue
+        match = re.match(r"\s*([A-Za-z0-9][A-Za-z0-9._-]*)", req)
+        if match:
+            names.add(_normalise(match.group(1)))
+    return names
+
+
+def _is_optional(node: ast.AST, parents: dict[ast.AST, ast.AST]) -> bool:
+    """An import inside ``try: ... except ImportError`` (an optional dependency probed at run time)."""
+    child, parent = node, parents.get(node)
+    while parent is not None:
+        if isinstance(parent, ast.Try) and child in parent.body:
+            for handler in parent.handlers:
+                names = handler.type.elts if isinstance(handler.type, ast.Tuple) else [handler.type]
+                if any(isinstance(n, ast.Name) and n.id in ("ImportError", "ModuleNotFoundError") for n in names):
+                    return True
+        child, parent = parent, parents.get(parent)
+    return False
+
+
+def undeclared_imports(distribution: str, package: str, allow: Iterable[str] = ()) -> dict[str, list[str]]:
+    """Third-party modules that ``package``'s source imports but ``distribution`` does not declare.
+
+    Every absolute import in the package's ``.py`` files (also lazy ones inside functions) is mapped to the
+    distributions that provide it (``importlib.metadata.packages_distributions``) and must match one of the
+    distribution's own requirements: a module that only arrives transitively (``lightning`` through
+    ``vlp-core``) counts as undeclared. Imports guarded by ``except ImportError`` are optional and skipped.
+    Run it in the package's own environment (``uv sync --package``) so that nothing undeclared is installed.
+
+    Args:
+        distribution: distribution name, e.g. ``"vlp-ecg"``.
+        package: import name, e.g. ``"vlp_ecg"``.
+        allow: top-level module names to accept anyway (say why where you pass them).
+
+    Returns:
+        ``{module: ["path/to/file.py:line", ...]}``; empty when every import is declared.
+    """
+    import importlib.util
+    from importlib.metadata import packages_distributions
+
+    declared = _declared(distribution) | {_normalise(distribution)}
+    providers = packages_distributions()
+    spec = importlib.util.find_spec(package)  # located, not imported: scanning must not need its dependencies
+    if spec is None or not spec.submodule_search_locations:
+        raise ModuleNotFoundError(f"package {package!r} is not importable here")
+    root = Path(next(iter(spec.submodule_search_locations)))
+    skip = set(sys.stdlib_module_names) | {package, "__future__"} | set(allow)
+    found: dict[str, list[str]] = {}
+    for path in sorted(root.rglob("*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
+        parents = {child: node for node in ast.walk(tree) for child in ast.iter_child_nodes(node)}
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                modules = [a.name.split(".")[0] for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                modules = [node.module.split(".")[0]]
+            else:
+                continue
+            for module in modules:
+                if module in skip or _is_optional(node, parents):
+                    continue
+                # Editable installs (workspace members) are missing from packages_distributions(): fall back to
+                # the distribution named like the module (vlp_core <-> vlp-core).
+                dists = providers.get(module) or [module]
+                if not any(_normalise(d) in declared for d in dists):
+                    found.setdefault(module, []).append(f"{path.relative_to(root.parent)}:{node.lineno}")
+    return found
 
 
 def require_sample_data(*parts: str) -> Path:
@@ -111,12 +202,16 @@ class TowerConformance(ABC):
         torch.testing.assert_close(first, full[:1], rtol=1e-4, atol=1e-5)
 
 
+_KINDS = ("tower", "loss", "dataset", "transform", "demo", "model")
+
+
 class PluginConformance:
     """Standard tests for a domain package's plug-in; subclass in its tests and set ``domain``.
 
     Checks that ``vlp_<domain>.plugin.register`` only adds namespaced entries to the registries it is given (never
-    the global ones), that ``__version__`` is the installed distribution's version, and that the ``vlp-<domain>``
-    command's help lists the Lightning subcommands.
+    the global ones), that every entry resolves to a constructor of the right kind (towers are modules, whole
+    models are Lightning modules and never registered as towers), that ``__version__`` is read from the installed
+    distribution's metadata, and that the ``vlp-<domain>`` command's help lists the Lightning subcommands.
     """
 
     domain: str = ""
@@ -124,28 +219,65 @@ class PluginConformance:
     def _fresh_registry(self):
         from vlp_core.registry import PluginRegistry, Registry
 
-        return PluginRegistry(*(Registry(k) for k in ("tower", "loss", "dataset", "transform", "demo")))
+        return PluginRegistry(*(Registry(k) for k in _KINDS))
 
-    def test_register_adds_only_namespaced_entries(self) -> None:
+    def _registered(self):
         import importlib
 
-        from vlp_core import registry as global_registry
-
-        before = {k: r.list() for k, r in (("towers", global_registry.TOWERS), ("losses", global_registry.LOSSES))}
         fresh = self._fresh_registry()
         importlib.import_module(f"vlp_{self.domain}.plugin").register(fresh)
-        names = [n for reg in (fresh.towers, fresh.losses, fresh.datasets, fresh.transforms) for n in reg.list()]
+        return fresh
+
+    def test_register_adds_only_namespaced_entries(self) -> None:
+        from vlp_core import registry as global_registry
+
+        before = {k: r.list() for k, r in global_registry.registries().items()}
+        fresh = self._registered()
+        kinds = (fresh.models, fresh.towers, fresh.losses, fresh.datasets, fresh.transforms)
+        names = [n for reg in kinds for n in reg.list()]
         assert names, f"vlp-{self.domain} registered nothing"
         assert all(n.startswith(f"{self.domain}/") for n in names), names
         assert all(d == self.domain for d in fresh.demos.list())
-        after = {k: r.list() for k, r in (("towers", global_registry.TOWERS), ("losses", global_registry.LOSSES))}
+        after = {k: r.list() for k, r in global_registry.registries().items()}
         assert before == after, "register() must fill the registry it is given, not the global one"
 
-    def test_version_is_installed_metadata(self) -> None:
-        import importlib
-        from importlib.metadata import version
+    def test_every_entry_resolves_to_a_constructor_of_its_kind(self) -> None:
+        import lightning as L
 
-        assert importlib.import_module(f"vlp_{self.domain}").__version__ == version(f"vlp-{self.domain}")
+        from vlp_core.training import Pretrainer
+
+        fresh = self._registered()
+        for reg in (fresh.models, fresh.towers, fresh.losses, fresh.datasets, fresh.transforms, fresh.demos):
+            for name in reg.list():
+                entry = reg.get(name)  # a stale lazy target fails here
+                assert callable(entry), f"{reg.kind} {name!r} is not callable"
+                if not isinstance(entry, type):
+                    continue
+                if reg.kind in ("tower", "loss"):
+                    assert issubclass(entry, nn.Module), f"{reg.kind} {name!r} is not an nn.Module"
+                if reg.kind == "tower":
+                    assert not issubclass(entry, L.LightningModule), f"{name!r} is a whole model: register it in models"
+                if reg.kind == "model":
+                    assert issubclass(entry, Pretrainer), f"model {name!r} is not a vlp_core.training.Pretrainer"
+
+    def test_version_is_installed_metadata(self, monkeypatch) -> None:  # noqa: ANN001 - pytest fixture
+        import importlib
+        import importlib.metadata
+
+        module = importlib.import_module(f"vlp_{self.domain}")
+        assert module.__version__ == importlib.metadata.version(f"vlp-{self.domain}")
+        # Read from metadata, not a literal that happens to agree today.
+        real = importlib.metadata.version
+        monkeypatch.setattr(importlib.metadata, "version", lambda d: "9.9.9" if d == f"vlp-{self.domain}" else real(d))
+        try:
+            assert importlib.reload(module).__version__ == "9.9.9"
+        finally:
+            monkeypatch.undo()
+            importlib.reload(module)
+
+    def test_declares_every_import(self) -> None:
+        missing = undeclared_imports(f"vlp-{self.domain}", f"vlp_{self.domain}")
+        assert not missing, f"vlp-{self.domain} imports modules its pyproject does not declare: {missing}"
 
     def test_cli_help_lists_lightning_commands(self, capsys) -> None:  # noqa: ANN001 - pytest fixture
         import importlib

@@ -22,11 +22,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
-from vlp_core.data import BadInputError, SkipPolicy, patient_split_labels, read_manifest
-from vlp_core.training import EpochSeededSampler, PairedDataModule
+from vlp_core.data import BadInputError, SkipPolicy, collate_batch, patient_split_labels, read_manifest
+from vlp_core.text import split_sentences  # noqa: F401 - re-exported for vlp-ecg 0.1 users
+from vlp_core.training import PairedDataModule
 from vlp_ecg.beats import detect_rpeaks
 from vlp_ecg.io import STANDARD_LEADS, ECGBadInputError, read_record
 from vlp_ecg.transforms import BandPass, Compose, CropPad, Normalize, Notch, RandomLeadMask, Resample, build_transforms
@@ -63,12 +64,6 @@ def clean_report(text: str) -> str:
         return ""
     t = re.sub(r"\bekg\b", "ecg", t, flags=re.IGNORECASE).lower()
     return t if t.endswith(".") else t + "."
-
-
-def split_sentences(text: str) -> list[str]:
-    """Split a report into sentences on text (``.``, ``;``, newlines), not on tokenizer ids; drops empty pieces."""
-    parts = re.split(r"(?<=[.;!?])\s+|\n+", str(text))
-    return [p.strip().rstrip(".;").strip() for p in parts if p.strip().rstrip(".;").strip()]
 
 
 def labels_to_matrix(labels: Sequence[Sequence[str]], classes: Sequence[str]) -> np.ndarray:
@@ -633,16 +628,14 @@ class ECGTextDataset(Dataset):
 
 
 def collate_ecg(samples: Sequence[dict[str, Any] | None]) -> dict[str, Any]:
-    """Collate ECG items (dropping ``None`` = skipped bad records); the ``ecg`` sub-dict is stacked per key."""
-    samples = [s for s in samples if s is not None]
-    if not samples:
+    """Collate ECG items with core's :func:`~vlp_core.data.collate_batch`, dropping ``None`` (skipped bad records).
+
+    Raises:
+        BadInputError: every record in the batch was bad and skipped.
+    """
+    if all(s is None for s in samples):
         raise BadInputError("every record in this batch was bad and skipped (skip_bad)")
-    return {
-        "ecg": {k: torch.stack([s["ecg"][k] for s in samples]) for k in samples[0]["ecg"]},
-        "text": [s["text"] for s in samples],
-        "labels": torch.stack([s["labels"] for s in samples]),
-        "key": [s["key"] for s in samples],
-    }
+    return collate_batch(samples)
 
 
 class ECGDataModule(PairedDataModule):
@@ -665,7 +658,12 @@ class ECGDataModule(PairedDataModule):
         max_beats: R peaks per record.
         batch_size / num_workers / seed: loader settings.
         missing / flat: lead policies for WFDB sources (see :func:`vlp_ecg.io.read_record`).
+
+    Training items are drawn as ``(epoch, index)`` (core's :class:`~vlp_core.training.EpochIndexSampler`), so
+    augmentation depends on ``(seed, epoch, index)`` only, also inside persistent workers.
     """
+
+    epoch_index = True
 
     def __init__(
         self,
@@ -715,22 +713,8 @@ class ECGDataModule(PairedDataModule):
         self.val_set = ECGTextDataset(source, "val", **common) if (source_has(source, "val")) else None
         self.test_set = ECGTextDataset(source, "test", **common) if (source_has(source, "test")) else None
 
-    def collate(self, samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    def collate(self, samples: Sequence[dict[str, Any] | None]) -> dict[str, Any]:
         return collate_ecg(samples)
-
-    def train_dataloader(self) -> DataLoader:
-        loader = super().train_dataloader()
-        dataset = self.train_set
-
-        class _Sampler(EpochSeededSampler):
-            # Yields (epoch, index) so augmentation draws depend on (seed, epoch, index) only, also inside
-            # persistent DataLoader workers whose dataset copies never see set_epoch.
-            def __iter__(self):  # type: ignore[override]
-                return iter([(self.epoch, i) for i in super().__iter__()])
-
-        return DataLoader(dataset, batch_size=self.batch_size, sampler=_Sampler(len(dataset), self.seed),
-                          drop_last=True, num_workers=self.num_workers, persistent_workers=self.num_workers > 0,
-                          collate_fn=self.collate) if loader is not None else loader  # fmt: skip
 
 
 def source_has(source: ECGStore | ECGIndex, split: str) -> bool:

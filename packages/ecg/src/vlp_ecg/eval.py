@@ -21,11 +21,12 @@ from typing import Any
 import pandas as pd
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset
-from tqdm.auto import tqdm
+from torch.utils.data import Dataset
 
 from vlp_core.eval import (
     bootstrap_macro_auroc,
+    encode_dataset,
+    find_logit_scale,
     linear_probe,
     multilabel_auroc,
     zero_shot_classifier,
@@ -82,32 +83,17 @@ def class_prompts(classes: Sequence[str], descriptions: dict[str, str] | None = 
     return out
 
 
-@torch.no_grad()
 def encode_ecg(model: Any, dataset: Dataset, batch_size: int = 128, progress: bool = False) -> tuple[Tensor, Tensor]:
-    """Frozen ECG embeddings and labels of a dataset.
+    """Frozen ECG embeddings ``[N, D]`` (not normalised) and labels ``[N, K]`` of an ECG dataset, in order.
 
-    Args:
-        model: a Pretrainer with an ``"ecg"`` tower.
-        dataset: an :class:`~vlp_ecg.datasets.ECGTextDataset`.
-        batch_size: batch size.
-        progress: progress bar.
-
-    Returns:
-        ``features [N, D]`` (not normalised) and ``labels [N, K]``.
+    Core's :func:`~vlp_core.eval.encode_dataset` on the ``"ecg"`` field with the ECG collate.
     """
     from vlp_ecg.datasets import collate_ecg
 
-    was_training = model.training
-    model.eval()
-    device = next(model.parameters()).device
-    feats, labels = [], []
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate_ecg)
-    for batch in tqdm(loader, desc="encode ECG", disable=not progress):
-        ecg = {k: v.to(device) for k, v in batch["ecg"].items()}
-        feats.append(model.towers["ecg"](ecg).embedding.float().cpu())
-        labels.append(batch["labels"])
-    model.train(was_training)
-    return torch.cat(feats), torch.cat(labels)
+    feats, labels = encode_dataset(model, dataset, "ecg", collate_fn=collate_ecg, batch_size=batch_size,
+                                   progress=progress)  # fmt: skip
+    assert labels is not None
+    return feats, labels
 
 
 def zeroshot_evaluate(
@@ -172,7 +158,7 @@ def zeroshot_evaluate(
     for group in exclusive_groups or []:
         idx = [names.index(c) for c in group if c in names]
         if len(idx) > 1:
-            scores[:, idx] = (_logit_scale(model) * scores[:, idx]).softmax(-1)
+            scores[:, idx] = (find_logit_scale(model) * scores[:, idx]).softmax(-1)
     res = multilabel_auroc(scores, y, names, min_positives=min_positives, warn=False)
     per_class: dict[str, dict[str, float]] = {}
     for j, c in enumerate(names):
@@ -193,15 +179,6 @@ def zeroshot_evaluate(
         macro_ci = [ci["low"], ci["high"]]
     return {"macro_auroc": res["macro"], "macro_ci": macro_ci, "per_class": per_class, "flagged": res["flagged"],
             "excluded": res["excluded"], "n": int(y.shape[0]), "classes": names}  # fmt: skip
-
-
-def _logit_scale(model: Any) -> float:
-    """The learned CLIP temperature of the model's rhythm term (100 if none is found)."""
-    for term in getattr(model, "losses", []):
-        scale = getattr(term.loss, "logit_scale", None)
-        if isinstance(scale, torch.Tensor):
-            return float(scale.detach().exp().reshape(-1)[0])  # core stores log(scale)
-    return 100.0
 
 
 def probe_evaluate(

@@ -13,8 +13,9 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from vlp_core.losses import ClipLoss
-from vlp_core.towers import ProjectionHead, TextTower, Tower, TowerOutput
+from vlp_core.losses import CaptionLoss, ClipLoss, LocalAlignmentLoss
+from vlp_core.text import split_sentences
+from vlp_core.towers import AttentionalPooler, ProjectionHead, TextTower, Tower, TowerOutput
 from vlp_core.training import LossTerm, Pretrainer
 from vlp_ecg.beats import detect_rpeaks
 
@@ -133,22 +134,6 @@ class ViT1d(nn.Module):
         return self.norm(self.encoder(t + pos[:, :n]))
 
 
-class AttentionalPooler(nn.Module):
-    """Learned queries attending over tokens (CoCa/MELP pooler). Shapes: ``[B, N, W] -> [B, Q, D]``."""
-
-    def __init__(self, width: int, out_dim: int, n_queries: int, heads: int = 4) -> None:
-        super().__init__()
-        self.queries = nn.Parameter(torch.randn(n_queries, out_dim) * 0.02)
-        self.kv = nn.Linear(width, out_dim)
-        self.attn = nn.MultiheadAttention(out_dim, heads, batch_first=True)
-        self.norm = nn.LayerNorm(out_dim)
-
-    def forward(self, tokens: Tensor) -> Tensor:
-        kv = self.kv(tokens)
-        q = self.queries.unsqueeze(0).expand(tokens.shape[0], -1, -1)
-        return self.norm(self.attn(q, kv, kv, need_weights=False)[0])
-
-
 def pool_beats(
     tokens: Tensor, rpeaks: Tensor, stride: float, fs: float, before: float = 0.25, after: float = 0.45
 ) -> tuple[Tensor, Tensor]:
@@ -237,12 +222,17 @@ class ECGTower(Tower):
             raise ValueError(f"pool must be 'mean' or 'meanmax', got {pool!r}")
         self.pool = pool
         self.proj = ProjectionHead(width * (2 if pool == "meanmax" else 1), embed_dim, proj)
-        self.token_proj = nn.Sequential(nn.LayerNorm(width), nn.Linear(width, token_dim))
+        self.token_proj: nn.Module | None = nn.Sequential(nn.LayerNorm(width), nn.Linear(width, token_dim))
         if beats == "rpeak":
             self.beat_proj: nn.Module = nn.Sequential(nn.LayerNorm(width), nn.Linear(width, embed_dim))
         elif beats == "queries":
             self.beat_pool = AttentionalPooler(width, embed_dim, n_beat_queries, heads=4 if embed_dim % 4 == 0 else 1)
             self.beat_proj = nn.Linear(embed_dim, embed_dim)
+
+    def set_required_outputs(self, required: set[str] | None) -> None:
+        # No token-reading loss (MELP with the token level off): the token head would get no gradient.
+        if required is not None and not required & {"tokens", "mask"}:
+            self.token_proj = None
 
     def features(self, signal: Tensor) -> Tensor:
         """Encoder tokens ``[B, N, W]`` of ``signal`` ``[B, C, T]``."""
@@ -267,7 +257,7 @@ class ECGTower(Tower):
             q = self.beat_pool(tokens)
             extras["beats"] = self.beat_proj(q)
             extras["beat_mask"] = torch.ones(q.shape[:2], dtype=torch.bool, device=q.device)
-        return TowerOutput(emb, self.token_proj(tokens), None, extras)
+        return TowerOutput(emb, None if self.token_proj is None else self.token_proj(tokens), None, extras)
 
     def _detect(self, signal: Tensor, max_beats: int = 40) -> Tensor:
         sig = signal.detach().float().cpu().numpy()
@@ -281,7 +271,7 @@ class ECGTower(Tower):
 class ReportTower(TextTower):
     """The core text tower plus sentence embeddings for the beat-level loss.
 
-    Sentences are split on text (:func:`vlp_ecg.datasets.split_sentences`), each is encoded by the same (cached,
+    Sentences are split on text (:func:`vlp_core.text.split_sentences`), each is encoded by the same (cached,
     when frozen) encoder and projection. Extra args beyond :class:`vlp_core.towers.TextTower`:
 
     Args:
@@ -320,8 +310,6 @@ class ReportTower(TextTower):
         return sentences, torch.stack([self._sentence_cache[s] for s in sentences])
 
     def forward(self, texts: Sequence[str]) -> TowerOutput:
-        from vlp_ecg.datasets import split_sentences
-
         out = super().forward(texts)
         sents = [split_sentences(t)[: self.max_sentences] or [t] for t in texts]
         pooled = self._sentence_pooled(list(dict.fromkeys(s for ss in sents for s in ss)))
@@ -342,8 +330,8 @@ class MELP(Pretrainer):
     """The MELP model as a core :class:`~vlp_core.training.Pretrainer` built from a few plain settings (YAML-friendly).
 
     Loss terms (a weight of 0 drops the term): ``rhythm`` (core ClipLoss, ECG rhythm embedding vs report
-    embedding), ``token`` (captioning, :class:`~vlp_ecg.losses.CaptionLoss`), ``beat`` (GLoRIA local alignment of
-    beats and report sentences, :class:`~vlp_ecg.losses.LocalAlignmentLoss`). Default weights follow MELP:
+    embedding), ``token`` (captioning, :class:`~vlp_core.losses.CaptionLoss`), ``beat`` (GLoRIA local alignment of
+    beats and report sentences, :class:`~vlp_core.losses.LocalAlignmentLoss`). Default weights follow MELP:
     rhythm 1.0, token 2.0, beat 0.2. ``save_pretrained`` writes a plain Pretrainer config (towers + losses), so
     ``Pretrainer.from_pretrained`` rebuilds it without this class's arguments.
 
@@ -353,7 +341,7 @@ class MELP(Pretrainer):
         text_freeze / text_unfreeze_last_n / text_max_length: text tower settings.
         weights: ``{"rhythm": w, "token": w, "beat": w}``.
         decoder_layers / decoder_heads: caption decoder size.
-        max_captions: captioned samples per batch (see :class:`~vlp_ecg.losses.CaptionLoss`).
+        max_captions: captioned samples per batch (see :class:`~vlp_core.losses.CaptionLoss`).
         lr, weight_decay, warmup_steps, max_steps: optimiser settings (see Pretrainer).
     """
 
@@ -379,8 +367,6 @@ class MELP(Pretrainer):
         max_steps: int | None = None,
         patch: int = 10,
     ) -> None:
-        from vlp_ecg.losses import CaptionLoss, LocalAlignmentLoss
-
         w = {"rhythm": 1.0, "token": 2.0, "beat": 0.2, **(weights or {})}
         unknown = set(w) - {"rhythm", "token", "beat"}
         if unknown:
@@ -395,10 +381,17 @@ class MELP(Pretrainer):
             vocab = len(text.tokenizer)
             pad = int(text.tokenizer.pad_token_id or 0)
             terms.append(LossTerm("token", CaptionLoss(vocab, token_dim, decoder_layers, decoder_heads, pad_id=pad,
-                                                       max_length=text_max_length, max_captions=max_captions),
+                                                       max_length=text_max_length, max_captions=max_captions,
+                                                       source="ecg", text="text"),
                                   w["token"]))  # fmt: skip
         if w["beat"] > 0 and beats != "none":
-            terms.append(LossTerm("beat", LocalAlignmentLoss(), w["beat"]))
+            beat_inputs = (
+                "ecg.extras.beats",
+                "ecg.extras.beat_mask",
+                "text.extras.sentences",
+                "text.extras.sentence_mask",
+            )
+            terms.append(LossTerm("beat", LocalAlignmentLoss(), w["beat"], inputs=beat_inputs))
         if not terms:
             raise ValueError("all MELP loss weights are zero")
         super().__init__({"ecg": ecg, "text": text}, terms, lr=lr, weight_decay=weight_decay,
@@ -420,19 +413,48 @@ def build_melp(**kwargs: Any) -> MELP:
     return MELP(**kwargs)
 
 
-def load_model(path: str) -> Pretrainer:
-    """Load a model from a ``save_pretrained`` folder or a Lightning ``.ckpt`` of a :class:`MELP` run."""
+def load_model(path: str, trust_code: bool = False) -> Pretrainer:
+    """Load a model from a ``save_pretrained`` folder or a Lightning ``.ckpt`` of a vlp run, without running code.
+
+    A ``.ckpt`` is opened with ``torch.load(weights_only=True)`` (tensors and plain data only) and the model is
+    rebuilt from the ``vlp_config`` JSON that :class:`~vlp_core.training.Pretrainer` stores in every checkpoint,
+    through the same allow-listed :func:`vlp_core.config.from_config` as ``from_pretrained``; checkpoints written
+    before ``vlp_config`` existed are rebuilt as :class:`MELP` from their hyper-parameters.
+
+    Args:
+        path: a ``save_pretrained`` folder or a ``.ckpt`` file.
+        trust_code: allow the config to name classes outside vlp's allow-list (only for files you trust like code).
+
+    Raises:
+        ValueError: the checkpoint holds pickled objects other than tensors and plain data.
+        UnsafeConfigError: its config names a class outside the allow-list.
+    """
+    import json
     import os
+    import pickle
+
+    from vlp_core.config import from_config
 
     if os.path.isdir(path):
-        return Pretrainer.from_pretrained(path)
-    if path.endswith(".ckpt"):
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
-        hp = dict(ckpt.get("hyper_parameters", {}))
-        import inspect
+        return Pretrainer.from_pretrained(path, trust_code=trust_code)
+    if path.endswith(".ckpt") and os.path.isfile(path):
+        try:
+            ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError as exc:
+            raise ValueError(
+                f"{path}: refusing to unpickle arbitrary objects (torch.load weights_only=True failed). A vlp "
+                f"checkpoint holds only tensors and plain data; this one does not. Details: {exc}"
+            ) from exc
+        if "vlp_config" in ckpt:
+            model = from_config(json.loads(ckpt["vlp_config"]), trust_code=trust_code)
+            if not isinstance(model, Pretrainer):
+                raise TypeError(f"{path}: vlp_config describes {type(model).__name__}, not a Pretrainer")
+        else:
+            import inspect
 
-        allowed = set(inspect.signature(MELP.__init__).parameters) - {"self"}
-        model = MELP(**{k: v for k, v in hp.items() if k in allowed})
+            hp = dict(ckpt.get("hyper_parameters", {}))
+            allowed = set(inspect.signature(MELP.__init__).parameters) - {"self"}
+            model = MELP(**{k: v for k, v in hp.items() if k in allowed})
         model.load_state_dict(ckpt["state_dict"], strict=True)
         return model
     raise FileNotFoundError(f"{path}: expected a save_pretrained folder or a Lightning .ckpt file")

@@ -1,7 +1,8 @@
-"""Data utilities: manifests, patient-level splits, skip-bad policy, sample-data lookup, error hierarchy."""
+"""Data utilities: ragged/nested collate, manifests, patient-level splits, skip-bad policy, sample-data lookup, error hierarchy."""
 
 from __future__ import annotations
 
+from vlp_core.data.collate import collate_batch, pad_stack
 from vlp_core.data.errors import (
     BadInputError,
     CorruptRecordError,
@@ -16,6 +17,8 @@ from vlp_core.data.skip import SkipGuard, SkipPolicy, redact
 from vlp_core.data.splits import DEFAULT_SPLIT_NAMES, patient_split, patient_split_labels, split_of
 
 __all__ = [
+    "collate_batch",
+    "pad_stack",
     "BadInputError",
     "CorruptRecordError",
     "InvalidValueError",

@@ -10,6 +10,7 @@ from vlp_core.eval.classification import (
     multilabel_auroc,
     per_class_auroc,
 )
+from vlp_core.eval.encode import encode_dataset, find_logit_scale
 from vlp_core.eval.probe import (
     DEFAULT_WEIGHT_DECAYS,
     LinearProbeModel,
@@ -29,6 +30,8 @@ from vlp_core.eval.zeroshot import (
 )
 
 __all__ = [
+    "encode_dataset",
+    "find_logit_scale",
     "binary_auroc",
     "bootstrap_ci",
     "bootstrap_macro_auroc",

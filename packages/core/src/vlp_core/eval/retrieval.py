@@ -1,19 +1,29 @@
 """Chunked, multi-positive retrieval metrics (R@K, median and mean rank) with bounded memory.
 
 For each query the *rank* is ``1 + #{valid gallery items that score strictly higher than the query's best
-positive}``, where the best positive is the positive with the highest similarity (a query with several captions
-is ranked by its best one) and valid items are all non-positive gallery items, minus the query itself when
-``exclude_self=True``.
+positive}`` (plus a share of the ties, below), where the best positive is the positive with the highest similarity
+(a query with several captions is ranked by its best one) and valid items are all non-positive gallery items, minus
+the query itself when ``exclude_self=True``.
+
+Queries without a positive (for example a text whose only positive was itself, removed by ``exclude_self``) have no
+rank: they are excluded from R@K and the rank statistics, and *counted* in ``n_queries_without_positive`` (with a
+warning), never dropped silently.
 
 Memory: similarities are computed block by block (``chunk_size`` queries x ``gallery_chunk_size`` gallery items),
 so peak extra memory is O(chunk_size x gallery_chunk_size + N + M + number of positive pairs), never N x M
 (unlike open_clip's ``get_clip_metrics`` and torchmetrics' retrieval metrics, which store every score).
 
-Ties (deterministic): with ``ties="optimistic"`` (default) a non-positive item scoring *exactly* the same as the
-best positive does not push it down; with ``ties="pessimistic"`` it does. The positive scores are taken from the
-same block matmul as the scores they are compared with, so an exact tie is decided identically whatever the chunk
-sizes. Optimistic ties reward collapsed embeddings (all scores equal -> rank 1), so a warning is issued when more
-than 1 % of queries tie with a non-positive item.
+Ties (deterministic), where ``t`` valid items score *exactly* the same as the best positive and ``a`` score higher:
+
+- ``ties="mean"`` (default): the expected rank when ties are broken at random, ``1 + a + t / (p + 1)`` where ``p``
+  positives share the best score (``1 + a + t / 2`` with one), and R@K is the expected recall under that random
+  order. Collapsed embeddings (all scores equal) score like chance, not like a perfect model.
+- ``ties="pessimistic"``: rank ``1 + a + t`` (every tie counts against the query).
+- ``ties="optimistic"``: rank ``1 + a`` (ties never count), only on request: it rewards collapsed embeddings, so a
+  warning is issued when more than 1 % of queries tie with a non-positive item.
+
+The positive scores are taken from the same block matmul as the scores they are compared with, so an exact tie is
+decided identically whatever the chunk sizes.
 """
 
 from __future__ import annotations
@@ -25,10 +35,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from vlp_core.eval._checks import as_tensor, check_embeddings
+from vlp_core.similarity import Similarity, resolve_similarity
 
 __all__ = ["retrieval_ranks", "retrieval_metrics", "metrics_from_ranks", "bidirectional_retrieval"]
 
@@ -117,7 +127,9 @@ def _drop_self(ptr: Tensor, idx: Tensor) -> tuple[Tensor, Tensor]:
     return new_ptr, idx[keep]
 
 
-@torch.no_grad()
+_TIES = ("mean", "pessimistic", "optimistic")
+
+
 def retrieval_ranks(
     query: Tensor,
     gallery: Tensor,
@@ -129,7 +141,8 @@ def retrieval_ranks(
     chunk_size: int = 1024,
     gallery_chunk_size: int = 8192,
     normalize: bool = True,
-    ties: str = "optimistic",
+    ties: str = "mean",
+    similarity: Similarity | None = None,
 ) -> Tensor:
     """1-based rank of each query's best positive in the gallery, computed block-wise.
 
@@ -147,14 +160,62 @@ def retrieval_ranks(
         chunk_size: Queries per block.
         gallery_chunk_size: Gallery items per block.
         normalize: L2-normalise both sides first (cosine similarity); False = raw dot product.
-        ties: "optimistic" (equal scores do not count against the positive) or "pessimistic".
+        ties: "mean" (default: 1 + above + tied / 2), "pessimistic" (1 + above + tied) or "optimistic"
+            (1 + above); see the module docstring.
+        similarity: any :class:`~vlp_core.similarity.Similarity` (overrides ``normalize``); default cosine.
 
     Returns:
-        Long tensor [N] of ranks (1 = best positive is the top item); -1 for queries without any positive
-        (these are ignored by :func:`metrics_from_ranks`).
+        Ranks [N] (1 = best positive is the top item): float64 for ``ties="mean"`` (half ranks where ties
+        split), long otherwise; -1 for queries without any positive (ignored by :func:`metrics_from_ranks` and
+        counted there as ``n_queries_without_positive``).
     """
-    if ties not in ("optimistic", "pessimistic"):
-        raise ValueError(f"ties must be 'optimistic' or 'pessimistic', got {ties!r}")
+    counts = _rank_counts(
+        query, gallery, positives, query_ids=query_ids, gallery_ids=gallery_ids, exclude_self=exclude_self,
+        chunk_size=chunk_size, gallery_chunk_size=gallery_chunk_size, normalize=normalize, ties=ties,
+        similarity=similarity,
+    )  # fmt: skip
+    for message in counts[3]:
+        warnings.warn(message, stacklevel=2)
+    return _ranks(*counts[:3], ties)
+
+
+def _ranks(above: Tensor, tied: Tensor, best_pos: Tensor, ties: str) -> Tensor:
+    """Ranks from the counts of valid items above / tied with the best positive (-1 where ``above < 0``)."""
+    if ties == "mean":
+        # Random order of the t tied negatives and p tied positives: E[negatives before the first positive] = t/(p+1).
+        ranks = 1.0 + above.double() + tied.double() / (best_pos.double() + 1)
+    elif ties == "pessimistic":
+        ranks = 1 + above + tied
+    else:
+        ranks = 1 + above
+    return torch.where(above >= 0, ranks, torch.full_like(ranks, -1))
+
+
+@torch.no_grad()
+def _rank_counts(
+    query: Tensor,
+    gallery: Tensor,
+    positives: Positives,
+    *,
+    query_ids: Any,
+    gallery_ids: Any,
+    exclude_self: bool,
+    chunk_size: int,
+    gallery_chunk_size: int,
+    normalize: bool,
+    ties: str,
+    similarity: Similarity | None = None,
+) -> tuple[Tensor, Tensor, Tensor, list[str]]:
+    """Per query: valid gallery items scoring strictly above the best positive, and exactly tied with it.
+
+    Returns:
+        ``above`` [N] long (-1 for a query without positive), ``tied`` [N] long (non-positives tied with the best
+        positive), ``best_pos`` [N] long (positives sharing the best score, >= 1 where there is one) and warnings
+        for the public caller to issue.
+    """
+    messages: list[str] = []
+    if ties not in _TIES:
+        raise ValueError(f"ties must be one of {', '.join(map(repr, _TIES))}, got {ties!r}")
     if chunk_size < 1 or gallery_chunk_size < 1:
         raise ValueError("chunk sizes must be positive")
     q = check_embeddings(query, "query embeddings")
@@ -169,22 +230,25 @@ def retrieval_ranks(
             "exclude_self=True with positives=None would leave every query without a positive; "
             "pass `positives` or `query_ids`/`gallery_ids`"
         )
-    if normalize:
-        q, g = F.normalize(q, dim=-1), F.normalize(g.to(q.dtype), dim=-1)
-    else:
-        g = g.to(q.dtype)
+    sim = resolve_similarity(similarity, normalize)
+    q, g = sim.prepare(q), sim.prepare(g.to(q.dtype))
     ptr, idx = _positives_csr(positives, n, m, query_ids, gallery_ids)
     had_pos = ptr.diff() > 0
     if exclude_self:
         ptr, idx = _drop_self(ptr, idx)
-    if bool((~had_pos).any()):
-        warnings.warn(
-            f"{int((~had_pos).sum())} of {n} queries have no positive in the gallery; they are ignored", stacklevel=2
+    no_pos = ptr.diff() == 0
+    if bool(no_pos.any()):
+        self_only = int((no_pos & had_pos).sum())
+        why = f" ({self_only} of them had only themselves as positive, removed by exclude_self)" if self_only else ""
+        messages.append(
+            f"{int(no_pos.sum())} of {n} queries have no positive in the gallery{why}; they are left out of R@K and "
+            "the rank statistics and counted in n_queries_without_positive"
         )
 
     device = q.device
-    ranks = torch.full((n,), -1, dtype=torch.long)
-    n_tied = 0
+    above_all = torch.full((n,), -1, dtype=torch.long)
+    tied_all = torch.zeros(n, dtype=torch.long)
+    best_pos_all = torch.zeros(n, dtype=torch.long)
     for q0 in range(0, n, chunk_size):
         q1 = min(n, q0 + chunk_size)
         qc = q[q0:q1]
@@ -193,20 +257,23 @@ def retrieval_ranks(
         p_row = torch.repeat_interleave(torch.arange(b), ptr[q0 : q1 + 1].diff()).to(device)
         n_pos = ptr[q0 : q1 + 1].diff().to(device)
 
-        # Pass 1: best positive score, from the same block matmul as pass 2 (bitwise-consistent tie handling).
-        best = torch.full((b,), float("-inf"), dtype=q.dtype, device=device)
+        # Pass 1: positive scores, from the same block matmul as pass 2 (bitwise-consistent tie handling).
+        pos_scores = torch.empty(p_idx.numel(), dtype=q.dtype, device=device)
         for gc in torch.unique(p_idx // gallery_chunk_size).tolist():
             g0, g1 = gc * gallery_chunk_size, min(m, (gc + 1) * gallery_chunk_size)
-            sims = qc @ g[g0:g1].T
+            sims = sim.pairwise(qc, g[g0:g1])
             sel = (p_idx >= g0) & (p_idx < g1)
-            best.scatter_reduce_(0, p_row[sel], sims[p_row[sel], p_idx[sel] - g0], reduce="amax")
+            pos_scores[sel] = sims[p_row[sel], p_idx[sel] - g0]
+        best = torch.full((b,), float("-inf"), dtype=q.dtype, device=device)
+        best.scatter_reduce_(0, p_row, pos_scores, reduce="amax")
+        best_pos = torch.bincount(p_row[pos_scores == best[p_row]], minlength=b)
 
-        # Pass 2: count valid gallery items scoring above (or, pessimistic, at least equal to) the best positive.
+        # Pass 2: count valid gallery items scoring above, and exactly equal to, the best positive.
         above = torch.zeros(b, dtype=torch.long, device=device)
-        tied = torch.zeros(b, dtype=torch.bool, device=device)
+        tied = torch.zeros(b, dtype=torch.long, device=device)
         for g0 in range(0, m, gallery_chunk_size):
             g1 = min(m, g0 + gallery_chunk_size)
-            sims = qc @ g[g0:g1].T  # [b, g1 - g0]
+            sims = sim.pairwise(qc, g[g0:g1])  # [b, g1 - g0]
             valid = torch.ones_like(sims, dtype=torch.bool)
             sel = (p_idx >= g0) & (p_idx < g1)
             valid[p_row[sel], p_idx[sel] - g0] = False  # positives never count against the query
@@ -215,43 +282,71 @@ def retrieval_ranks(
                 if lo < hi:
                     diag = torch.arange(lo, hi, device=device)
                     valid[diag - q0, diag - g0] = False
-            eq = (sims == best[:, None]) & valid
-            tied |= eq.any(dim=1)
+            tied += ((sims == best[:, None]) & valid).sum(dim=1)
             above += ((sims > best[:, None]) & valid).sum(dim=1)
-            if ties == "pessimistic":
-                above += eq.sum(dim=1)
         has_pos = n_pos > 0
-        ranks[q0:q1] = torch.where(has_pos, above + 1, torch.full_like(above, -1)).cpu()
-        n_tied += int((tied & has_pos).sum())
-    n_valid = int((ranks > 0).sum())
+        above_all[q0:q1] = torch.where(has_pos, above, torch.full_like(above, -1)).cpu()
+        tied_all[q0:q1] = torch.where(has_pos, tied, torch.zeros_like(tied)).cpu()
+        best_pos_all[q0:q1] = best_pos.cpu()
+    n_valid = int((above_all >= 0).sum())
+    n_tied = int((tied_all > 0).sum())
     if ties == "optimistic" and n_valid and n_tied > 0.01 * n_valid:
-        warnings.warn(
+        messages.append(
             f"{n_tied} of {n_valid} queries tie exactly with a non-positive item (collapsed or duplicate "
-            "embeddings?); optimistic ranks may overstate recall, consider ties='pessimistic'",
-            stacklevel=2,
+            "embeddings?); optimistic ranks overstate recall, use ties='mean' (default) or 'pessimistic'"
         )
-    return ranks
+    return above_all, tied_all, best_pos_all, messages
+
+
+def _expected_recall(above: Tensor, tied: Tensor, best_pos: Tensor, k: int) -> Tensor:
+    """P(rank <= k) when the ``t`` tied negatives and ``p`` tied positives are ordered at random.
+
+    With ``X`` the number of tied negatives placed before the first tied positive, rank = 1 + a + X and
+    ``P(X >= j) = prod_{i<j} (t - i) / (t + p - i)``, so R@k = 1 - P(X >= k - a).
+    """
+    a, t, p = above.double(), tied.double(), best_pos.double()
+    j = (k - a).clamp(min=0)
+    j_in = torch.minimum(j, t)  # lgamma arguments stay positive; j > t is handled below
+    log_tail = (
+        torch.lgamma(t + 1) - torch.lgamma(t - j_in + 1) - torch.lgamma(t + p + 1) + torch.lgamma(t + p - j_in + 1)
+    )
+    recall = 1 - torch.exp(log_tail)
+    return torch.where(j <= 0, torch.zeros_like(recall), torch.where(j > t, torch.ones_like(recall), recall))
 
 
 def metrics_from_ranks(ranks: Tensor, ks: Sequence[int] = (1, 5, 10)) -> dict[str, float]:
-    """Summarise 1-based ranks (entries <= 0 = query without positive, ignored).
+    """Summarise 1-based ranks (entries <= 0 = query without positive: counted, not scored).
 
     Args:
-        ranks: Long tensor [N].
+        ranks: Ranks [N] (long, or float64 mean ranks from ``ties="mean"``; R@K then counts ``rank <= K``, while
+            :func:`retrieval_metrics` reports the exact expected recall over random tie orders).
         ks: Cut-offs for recall.
 
     Returns:
-        ``{"R@1": ..., "R@5": ..., "R@10": ..., "median_rank": ..., "mean_rank": ..., "n_queries": ...}``; R@K is
-        the fraction in [0, 1] of queries whose best positive ranks within the top K; median_rank is the median of
-        1-based ranks (mean of the middle two for an even count).
+        ``{"R@1": ..., "R@5": ..., "R@10": ..., "median_rank": ..., "mean_rank": ..., "n_queries": ...,
+        "n_queries_without_positive": ...}``; R@K is the fraction in [0, 1] of scored queries whose best positive
+        ranks within the top K; median_rank is the median of the ranks (mean of the middle two for an even
+        count); ``n_queries`` counts the scored queries and ``n_queries_without_positive`` those left out.
     """
-    r = ranks[ranks > 0].double().cpu()
+    return _summarise(ranks, ks)
+
+
+def _summarise(ranks: Tensor, ks: Sequence[int], recall: Any = None) -> dict[str, float]:
+    ranks = ranks.cpu()
+    keep = ranks > 0
+    r = ranks[keep].double()
     if r.numel() == 0:
-        raise ValueError("no query has a positive in the gallery; retrieval metrics are undefined")
-    out = {f"R@{k}": float((r <= k).double().mean()) for k in ks}
+        raise ValueError(
+            f"no query has a positive in the gallery ({ranks.numel()} queries); retrieval metrics are undefined"
+        )
+    if recall is None:
+        out = {f"R@{k}": float((r <= k).double().mean()) for k in ks}
+    else:
+        out = {f"R@{k}": float(recall(k)[keep].mean()) for k in ks}
     out["median_rank"] = float(np.median(r.numpy()))
     out["mean_rank"] = float(r.mean())
     out["n_queries"] = int(r.numel())
+    out["n_queries_without_positive"] = int((~keep).sum())
     return out
 
 
@@ -267,7 +362,8 @@ def retrieval_metrics(
     chunk_size: int = 1024,
     gallery_chunk_size: int = 8192,
     normalize: bool = True,
-    ties: str = "optimistic",
+    ties: str = "mean",
+    similarity: Similarity | None = None,
 ) -> dict[str, float]:
     """R@K, median and mean rank of query -> gallery retrieval (see :func:`retrieval_ranks` for the arguments).
 
@@ -282,24 +378,21 @@ def retrieval_metrics(
         chunk_size: Queries per block.
         gallery_chunk_size: Gallery items per block.
         normalize: Cosine (True) or dot-product (False) similarity.
-        ties: "optimistic" or "pessimistic".
+        ties: "mean" (default), "pessimistic" or "optimistic" (see the module docstring).
+        similarity: any :class:`~vlp_core.similarity.Similarity` (overrides ``normalize``).
 
     Returns:
-        See :func:`metrics_from_ranks`.
+        See :func:`metrics_from_ranks` (with ``ties="mean"``, R@K is the expected recall over random tie orders).
     """
-    ranks = retrieval_ranks(
-        query,
-        gallery,
-        positives,
-        query_ids=query_ids,
-        gallery_ids=gallery_ids,
-        exclude_self=exclude_self,
-        chunk_size=chunk_size,
-        gallery_chunk_size=gallery_chunk_size,
-        normalize=normalize,
-        ties=ties,
-    )
-    return metrics_from_ranks(ranks, ks)
+    above, tied, best_pos, messages = _rank_counts(
+        query, gallery, positives, query_ids=query_ids, gallery_ids=gallery_ids, exclude_self=exclude_self,
+        chunk_size=chunk_size, gallery_chunk_size=gallery_chunk_size, normalize=normalize, ties=ties,
+        similarity=similarity,
+    )  # fmt: skip
+    for message in messages:
+        warnings.warn(message, stacklevel=2)
+    recall = (lambda k: _expected_recall(above, tied, best_pos, k)) if ties == "mean" else None
+    return _summarise(_ranks(above, tied, best_pos, ties), ks, recall)
 
 
 def bidirectional_retrieval(
@@ -311,6 +404,8 @@ def bidirectional_retrieval(
     chunk_size: int = 1024,
     gallery_chunk_size: int = 8192,
     prefixes: tuple[str, str] = ("image_to_text", "text_to_image"),
+    ties: str = "mean",
+    similarity: Similarity | None = None,
 ) -> dict[str, float]:
     """Image -> text and text -> image retrieval with several captions per image.
 
@@ -323,6 +418,8 @@ def bidirectional_retrieval(
         chunk_size: Queries per block.
         gallery_chunk_size: Gallery items per block.
         prefixes: Key prefixes for the two directions.
+        ties: Tie handling, see :func:`retrieval_ranks`.
+        similarity: pairwise similarity (default cosine).
 
     Returns:
         ``{"image_to_text/R@1": ..., ..., "text_to_image/mean_rank": ...}``.
@@ -335,7 +432,8 @@ def bidirectional_retrieval(
         t2i = torch.arange(n_txt)
     else:
         t2i = as_tensor(text_to_image, "text_to_image", dtype=torch.long).cpu()
-    kw: dict[str, Any] = {"ks": ks, "chunk_size": chunk_size, "gallery_chunk_size": gallery_chunk_size}
+    kw: dict[str, Any] = {"ks": ks, "chunk_size": chunk_size, "gallery_chunk_size": gallery_chunk_size, "ties": ties,
+                          "similarity": similarity}  # fmt: skip
     i2t = retrieval_metrics(image_features, text_features, query_ids=torch.arange(n_img), gallery_ids=t2i, **kw)
     t2i_m = retrieval_metrics(text_features, image_features, t2i, **kw)
     out = {f"{prefixes[0]}/{k}": v for k, v in i2t.items()}

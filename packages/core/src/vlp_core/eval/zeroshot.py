@@ -5,7 +5,8 @@ with the class name, the texts are encoded and L2-normalised, averaged over temp
 are processed in batches (``num_classes_per_batch``) to bound memory. Unlike open_clip the result is [C, D]
 (one row per class) rather than [D, C].
 
-Scores are cosine similarities by default. open_clip multiplies by a fixed 100, which leaves rankings (and so
+Scores are cosine similarities by default; any :class:`~vlp_core.similarity.Similarity` can be passed instead
+(prompt embeddings are then averaged after the similarity's per-row ``prepare``, e.g. without normalisation). open_clip multiplies by a fixed 100, which leaves rankings (and so
 accuracy and AUROC) unchanged but gives probabilities that are not the model's own; pass the model's learned
 multiplicative scale (``model.logit_scale.exp()``) as ``logit_scale`` to get its calibrated logits.
 """
@@ -21,6 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from vlp_core.eval._checks import as_tensor, check_embeddings
+from vlp_core.similarity import Similarity, resolve_similarity
 
 __all__ = [
     "Template",
@@ -48,12 +50,14 @@ def _fill(template: Template, name: str) -> str:
     return template(name) if callable(template) else template.format(name)
 
 
-def _encode_normalised(encode_text: Callable[[list[str]], Tensor], texts: list[str], what: str) -> Tensor:
+def _encode_normalised(
+    encode_text: Callable[[list[str]], Tensor], texts: list[str], what: str, similarity: Similarity | None = None
+) -> Tensor:
     emb = encode_text(texts)
     emb = check_embeddings(emb, f"text embeddings for {what}")
     if emb.shape[0] != len(texts):
         raise ValueError(f"encode_text returned {emb.shape[0]} embeddings for {len(texts)} texts ({what})")
-    return F.normalize(emb.float(), dim=-1)
+    return F.normalize(emb.float(), dim=-1) if similarity is None else similarity.prepare(emb.float())
 
 
 def _mean_prompt_embeddings(
@@ -61,8 +65,9 @@ def _mean_prompt_embeddings(
     prompts_per_class: Sequence[Sequence[str]],
     class_names: Sequence[str],
     num_classes_per_batch: int | None,
+    similarity: Similarity | None = None,
 ) -> Tensor:
-    """Encode each class's prompts, average the normalised embeddings, re-normalise -> [C, D]."""
+    """Encode each class's prompts, average the normalised (prepared) embeddings, re-normalise -> [C, D]."""
     out = []
     for batch in _batched(list(range(len(prompts_per_class))), num_classes_per_batch):
         texts: list[str] = []
@@ -73,12 +78,12 @@ def _mean_prompt_embeddings(
                 raise ValueError(f"class {class_names[c]!r} has no prompts")
             texts.extend(prompts)
             counts.append(len(prompts))
-        emb = _encode_normalised(encode_text, texts, f"classes {[class_names[c] for c in batch][:3]}...")
+        emb = _encode_normalised(encode_text, texts, f"classes {[class_names[c] for c in batch][:3]}...", similarity)
         # Classes may have different prompt counts (pos/neg pairs): average per contiguous segment.
         seg = torch.repeat_interleave(torch.arange(len(batch), device=emb.device), torch.tensor(counts).to(emb.device))
         summed = torch.zeros(len(batch), emb.shape[1], dtype=emb.dtype, device=emb.device).index_add_(0, seg, emb)
         mean = summed / torch.tensor(counts, dtype=emb.dtype, device=emb.device)[:, None]
-        out.append(F.normalize(mean, dim=-1))
+        out.append(F.normalize(mean, dim=-1) if similarity is None else similarity.prepare(mean))
     return torch.cat(out, dim=0)
 
 
@@ -89,6 +94,7 @@ def zero_shot_classifier(
     templates: Sequence[Template],
     *,
     num_classes_per_batch: int | None = 10,
+    similarity: Similarity | None = None,
 ) -> Tensor:
     """Build zero-shot class embeddings from class names x templates (open_clip-equivalent).
 
@@ -97,6 +103,7 @@ def zero_shot_classifier(
         classnames: C class names.
         templates: K templates (``"a photo of {}."`` strings or callables).
         num_classes_per_batch: Classes encoded per ``encode_text`` call (None = all at once).
+        similarity: average prompt embeddings after this similarity's ``prepare`` (default: L2 normalisation).
 
     Returns:
         Class embeddings [C, D], L2-normalised (row c = normalised mean over templates of class c).
@@ -104,7 +111,7 @@ def zero_shot_classifier(
     if len(classnames) == 0 or len(templates) == 0:
         raise ValueError("zero_shot_classifier needs at least one class name and one template")
     prompts = [[_fill(t, name) for t in templates] for name in classnames]
-    return _mean_prompt_embeddings(encode_text, prompts, list(classnames), num_classes_per_batch)
+    return _mean_prompt_embeddings(encode_text, prompts, list(classnames), num_classes_per_batch, similarity)
 
 
 def _scale(logit_scale: float | Tensor | None) -> float:
@@ -117,13 +124,19 @@ def _scale(logit_scale: float | Tensor | None) -> float:
 
 
 @torch.no_grad()
-def zero_shot_scores(features: Tensor, classifier: Tensor, logit_scale: float | Tensor | None = None) -> Tensor:
-    """Zero-shot logits: cosine similarity between features and class embeddings, optionally scaled.
+def zero_shot_scores(
+    features: Tensor,
+    classifier: Tensor,
+    logit_scale: float | Tensor | None = None,
+    similarity: Similarity | None = None,
+) -> Tensor:
+    """Zero-shot logits: similarity between features and class embeddings (cosine by default), optionally scaled.
 
     Args:
-        features: Embeddings [N, D] (normalised here).
-        classifier: Class embeddings [C, D] from :func:`zero_shot_classifier` (normalised here).
-        logit_scale: Multiplicative scale (the model's ``logit_scale.exp()``); None = 1 (plain cosine).
+        features: Embeddings [N, D] (normalised here for cosine).
+        classifier: Class embeddings [C, D] from :func:`zero_shot_classifier`.
+        logit_scale: Multiplicative scale (the model's ``logit_scale.exp()``); None = 1 (plain similarity).
+        similarity: pairwise similarity (:mod:`vlp_core.similarity`); default cosine.
 
     Returns:
         Logits [N, C] (softmax of them gives class probabilities when the learned scale is used).
@@ -133,7 +146,7 @@ def zero_shot_scores(features: Tensor, classifier: Tensor, logit_scale: float | 
     if feats.shape[1] != cls.shape[1]:
         raise ValueError(f"features have dim {feats.shape[1]} but the classifier has dim {cls.shape[1]}")
     cls = cls.to(device=feats.device, dtype=feats.dtype)
-    return _scale(logit_scale) * (F.normalize(feats, dim=-1) @ F.normalize(cls, dim=-1).T)
+    return _scale(logit_scale) * resolve_similarity(similarity)(feats, cls)
 
 
 def topk_accuracy(scores: Tensor, targets: Tensor, ks: Sequence[int] = (1, 5)) -> dict[str, float]:
@@ -221,6 +234,7 @@ def multilabel_zero_shot_scores(
     *,
     mode: str = "softmax",
     logit_scale: float | Tensor | None = None,
+    similarity: Similarity | None = None,
 ) -> Tensor:
     """Per-class scores from positive/negative prompt embeddings.
 
@@ -235,14 +249,15 @@ def multilabel_zero_shot_scores(
         neg: Negative-prompt embeddings [C, D].
         mode: "softmax" or "diff".
         logit_scale: Multiplicative scale ``s`` (None = 1); ignored by "diff".
+        similarity: pairwise similarity (default cosine).
 
     Returns:
         Scores [N, C].
     """
     if mode not in ("softmax", "diff"):
         raise ValueError(f"mode must be 'softmax' or 'diff', got {mode!r}")
-    s_pos = zero_shot_scores(features, pos)
-    s_neg = zero_shot_scores(features, neg)
+    s_pos = zero_shot_scores(features, pos, similarity=similarity)
+    s_neg = zero_shot_scores(features, neg, similarity=similarity)
     if s_pos.shape != s_neg.shape:
         raise ValueError(f"pos {tuple(pos.shape)} and neg {tuple(neg.shape)} prompt embeddings differ in shape")
     diff = s_pos - s_neg

@@ -9,13 +9,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from vlp_core.config import Configurable
-from vlp_core.losses.distributed import GatherFn, dist_info, gather_features
+from vlp_core.losses.distributed import GatherFn, dist_info, gather_features, gather_variable, global_mean
 from vlp_core.losses.functional import (
     chunked_cross_entropy,
     chunked_sigmoid_loss,
     chunked_symmetric_cross_entropy,
-    normalize,
 )
+from vlp_core.similarity import Similarity, resolve_similarity
 
 __all__ = ["ClipLoss", "MultiPositiveClipLoss", "SigLipLoss"]
 
@@ -31,6 +31,8 @@ class _ScaledContrastiveLoss(Configurable, nn.Module):
         local_loss: bool,
         gather_with_grad: bool,
         chunk_size: int | None,
+        similarity: Similarity | None = None,
+        normalize_inputs: bool = True,
     ) -> None:
         super().__init__()
         if init_logit_scale <= 0 or max_logit_scale < 1:
@@ -44,10 +46,24 @@ class _ScaledContrastiveLoss(Configurable, nn.Module):
         self.local_loss = local_loss
         self.gather_with_grad = gather_with_grad
         self.chunk_size = chunk_size
+        self.normalize_inputs = normalize_inputs
+        self.similarity = resolve_similarity(similarity, normalize_inputs)
+        if chunk_size is not None and not self.similarity.is_inner_product:
+            raise ValueError(
+                f"chunk_size needs an inner-product similarity (cosine, dot); {type(self.similarity).__name__} "
+                "is scored densely"
+            )
         # Tests emulate several ranks in one process by setting these three.
         self.rank: int | None = None
         self.world_size: int | None = None
         self.gather_fn: GatherFn | None = None
+
+    def _logits(self, q: Tensor, k: Tensor, scale: Tensor) -> Tensor:
+        """``scale * similarity(q, k)`` for prepared rows; inner products scale the ``[n, D]`` rows, not the
+        ``[n, m]`` product (one elementwise pass over the logit matrix less, forward and backward)."""
+        if self.similarity.is_inner_product:
+            return (scale * q) @ k.T
+        return scale * self.similarity.pairwise(q, k)
 
     def _dist(self) -> tuple[int, int]:
         rank, world = dist_info()
@@ -63,7 +79,7 @@ class _ScaledContrastiveLoss(Configurable, nn.Module):
 
     @staticmethod
     def _check_pair(a: Tensor, b: Tensor) -> None:
-        if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[1]:
+        if a.ndim < 2 or a.shape[1:] != b.shape[1:]:
             raise ValueError(
                 f"expected features [B, D] and [M, D] with equal D, got {tuple(a.shape)} and {tuple(b.shape)}"
             )
@@ -86,11 +102,14 @@ class ClipLoss(_ScaledContrastiveLoss):
         local_loss: score local rows against gathered columns (memory linear in the global batch).
         gather_with_grad: back-propagate through the all-gather (needed for exact gradients with local loss).
         chunk_size: if set, compute the loss ``chunk_size`` rows at a time and recompute in backward so peak
-            memory is linear in the batch (slower: one extra matmul per block).
-        normalize_inputs: L2-normalise the inputs (set ``False`` if they already are).
+            memory is linear in the batch (slower: one extra matmul per block). Inner-product similarities only.
+        normalize_inputs: with the default similarity, cosine (``True``) or raw dot product (``False``).
+        similarity: pairwise similarity (:mod:`vlp_core.similarity`); default cosine. Logits are
+            ``s * similarity(a, b)``.
 
     Shapes:
-        ``a``: ``[B, D]``, ``b``: ``[B, D]`` (row ``i`` of ``a`` pairs with row ``i`` of ``b``).
+        ``a``: ``[B, D]``, ``b``: ``[B, D]`` (row ``i`` of ``a`` pairs with row ``i`` of ``b``); other trailing
+        shapes are allowed when the similarity accepts them.
         Returns ``{"loss": [], "logit_scale": []}``.
     """
 
@@ -103,16 +122,17 @@ class ClipLoss(_ScaledContrastiveLoss):
         gather_with_grad: bool = True,
         chunk_size: int | None = None,
         normalize_inputs: bool = True,
+        similarity: Similarity | None = None,
     ) -> None:
-        super().__init__(init_logit_scale, max_logit_scale, learn_logit_scale, local_loss, gather_with_grad, chunk_size)
-        self.normalize_inputs = normalize_inputs
+        super().__init__(init_logit_scale, max_logit_scale, learn_logit_scale, local_loss, gather_with_grad, chunk_size,
+                         similarity, normalize_inputs)  # fmt: skip
 
     def forward(self, a: Tensor, b: Tensor) -> dict[str, Tensor]:
         self._check_pair(a, b)
         if a.shape[0] != b.shape[0]:
             raise ValueError(f"ClipLoss needs one b per a, got {a.shape[0]} and {b.shape[0]} rows")
-        if self.normalize_inputs:
-            a, b = normalize(a), normalize(b)
+        sim = self.similarity
+        a, b = sim.prepare(a), sim.prepare(b)
         scale = self.logit_scale.exp()
         rank, world = self._dist()
         n = a.shape[0]
@@ -138,9 +158,9 @@ class ClipLoss(_ScaledContrastiveLoss):
             loss_ab = chunked_cross_entropy(qa, all_b, scale, targets, self.chunk_size)
             loss_ba = chunked_cross_entropy(qb, all_a, scale, targets, self.chunk_size)
         else:
-            logits_ab = scale * qa @ all_b.T
-            # One matmul when the block is square and symmetric in roles (single process or global loss).
-            logits_ba = logits_ab.T if qa is all_a else scale * qb @ all_a.T
+            logits_ab = self._logits(qa, all_b, scale)
+            # Inner products: one matmul when the block is square and symmetric in roles (single process or global).
+            logits_ba = logits_ab.T if (qa is all_a and sim.is_inner_product) else self._logits(qb, all_a, scale)
             loss_ab = F.cross_entropy(logits_ab, targets)
             loss_ba = F.cross_entropy(logits_ba, targets)
         return {"loss": 0.5 * (loss_ab + loss_ba), "logit_scale": scale.detach().squeeze()}
@@ -159,7 +179,8 @@ class SigLipLoss(_ScaledContrastiveLoss):
         max_logit_scale: ceiling of ``s`` for :meth:`clamp_parameters`.
         learn_logit_scale: learn ``s`` and the bias.
         chunk_size: row-chunked, recompute-in-backward computation with ``O(chunk * N)`` memory.
-        normalize_inputs: L2-normalise the inputs.
+        normalize_inputs: with the default similarity, cosine (``True``) or raw dot product (``False``).
+        similarity: pairwise similarity (default cosine); logits are ``s * similarity(a, b) + bias``.
 
     Shapes:
         ``a``, ``b``: ``[B, D]``. Returns ``{"loss": [], "logit_scale": [], "logit_bias": []}``.
@@ -174,17 +195,17 @@ class SigLipLoss(_ScaledContrastiveLoss):
         gather_with_grad: bool = True,
         chunk_size: int | None = None,
         normalize_inputs: bool = True,
+        similarity: Similarity | None = None,
     ) -> None:
-        super().__init__(init_logit_scale, max_logit_scale, learn_logit_scale, True, gather_with_grad, chunk_size)
+        super().__init__(init_logit_scale, max_logit_scale, learn_logit_scale, True, gather_with_grad, chunk_size,
+                         similarity, normalize_inputs)  # fmt: skip
         self.logit_bias = nn.Parameter(torch.full((1,), float(init_logit_bias)), requires_grad=learn_logit_scale)
-        self.normalize_inputs = normalize_inputs
 
     def forward(self, a: Tensor, b: Tensor) -> dict[str, Tensor]:
         self._check_pair(a, b)
         if a.shape[0] != b.shape[0]:
             raise ValueError(f"SigLipLoss needs one b per a, got {a.shape[0]} and {b.shape[0]} rows")
-        if self.normalize_inputs:
-            a, b = normalize(a), normalize(b)
+        a, b = self.similarity.prepare(a), self.similarity.prepare(b)
         scale = self.logit_scale.exp()
         rank, world = self._dist()
         n = a.shape[0]
@@ -193,7 +214,7 @@ class SigLipLoss(_ScaledContrastiveLoss):
         if self.chunk_size is not None:
             loss = chunked_sigmoid_loss(a, keys, scale, self.logit_bias, offset, self.chunk_size)
         else:
-            logits = scale * a @ keys.T + self.logit_bias
+            logits = self._logits(a, keys, scale) + self.logit_bias
             labels = -torch.ones_like(logits)
             idx = torch.arange(n, device=a.device)
             labels[idx, idx + offset] = 1.0
@@ -202,17 +223,32 @@ class SigLipLoss(_ScaledContrastiveLoss):
 
 
 class MultiPositiveClipLoss(_ScaledContrastiveLoss):
-    """InfoNCE with several weighted positives per anchor (multiple captions / sub-captions / knowledge aspects).
+    """InfoNCE with several weighted positives per anchor (multiple captions, sub-captions, knowledge aspects).
 
-    For anchors ``a`` ``[B, D]``, candidates ``b`` ``[M, D]`` and non-negative weights ``pos`` ``[B, M]``:
-    ``L_ab = mean_i Σ_j p_ij (-log softmax_j(s a_i·b_j))`` with ``p_i = pos_i / Σ_j pos_ij``, and
-    ``L_ba`` likewise over the columns of ``pos`` that have at least one positive; ``L = (L_ab + L_ba) / 2``.
-    With ``pos = I`` it equals :class:`ClipLoss`. Under ``torch.distributed`` the global positive matrix is the
-    block diagonal of the per-rank matrices (a rank's candidates belong to its own anchors); every rank must have
-    the same ``B`` and ``M``.
+    For anchors ``a`` ``[B, D]``, candidates ``b`` ``[M, D]`` and non-negative positive weights ``P`` ``[B, M]``:
+    ``L_ab = mean_i Σ_j p_ij (-log softmax_j(s·sim(a_i, b_j)))`` with ``p_i = P_i / Σ_j P_ij``, and ``L_ba``
+    likewise over the candidates that have at least one positive anchor; ``L = (L_ab + L_ba) / 2``. With ``P = I``
+    it equals :class:`ClipLoss`.
+
+    ``pos`` is either the weight matrix ``[B, M]`` or an **owner index** ``[M]`` (long; the anchor row each
+    candidate belongs to, as produced by :func:`vlp_core.data.collate_batch` for per-sample text lists), optionally
+    with per-candidate ``weights`` ``[M]``. With ``ids`` ``[M]`` (long text ids; owner form only), candidates with
+    the same id as one of an anchor's own candidates are positives of that anchor too — identical texts of other
+    samples (also on other ranks) are never pushed apart as negatives.
+
+    Under ``torch.distributed`` the global problem is the concatenation of every rank's anchors and candidates
+    (block-diagonal ``P``, plus id matches); ranks may hold different ``B`` and ``M`` (variable-size gather), and
+    the DDP-averaged loss and gradients equal the single-process loss on the concatenated batch.
+
+    Args:
+        init_logit_scale / max_logit_scale / learn_logit_scale: temperature, see :class:`ClipLoss`.
+        gather_with_grad: back-propagate through the gather.
+        normalize_inputs: with the default similarity, cosine (``True``) or dot product.
+        similarity: pairwise similarity (default cosine).
 
     Shapes:
-        ``a``: ``[B, D]``, ``b``: ``[M, D]``, ``pos``: ``[B, M]``. Returns ``{"loss", "logit_scale"}``.
+        ``a`` ``[B, D]``, ``b`` ``[M, D]``, ``pos`` ``[B, M]`` float or ``[M]`` long, ``weights`` ``[M]``,
+        ``ids`` ``[M]``. Returns ``{"loss", "logit_scale"}``.
     """
 
     def __init__(
@@ -222,45 +258,78 @@ class MultiPositiveClipLoss(_ScaledContrastiveLoss):
         learn_logit_scale: bool = True,
         gather_with_grad: bool = True,
         normalize_inputs: bool = True,
+        similarity: Similarity | None = None,
     ) -> None:
-        super().__init__(init_logit_scale, max_logit_scale, learn_logit_scale, True, gather_with_grad, None)
-        self.normalize_inputs = normalize_inputs
+        super().__init__(init_logit_scale, max_logit_scale, learn_logit_scale, True, gather_with_grad, None,
+                         similarity, normalize_inputs)  # fmt: skip
 
-    def forward(self, a: Tensor, b: Tensor, pos: Tensor) -> dict[str, Tensor]:
-        self._check_pair(a, b)
-        if pos.shape != (a.shape[0], b.shape[0]):
-            raise ValueError(f"pos must be [B, M] = {(a.shape[0], b.shape[0])}, got {tuple(pos.shape)}")
-        pos = pos.to(a.dtype)
+    def _local_positives(self, pos: Tensor, n: int, m: int, weights: Tensor | None, dtype: torch.dtype) -> Tensor:
+        if pos.ndim == 1:
+            if pos.is_floating_point() or pos.shape[0] != m:
+                raise ValueError(
+                    f"an owner index must be a long tensor [M] = [{m}], got {tuple(pos.shape)} {pos.dtype}"
+                )
+            if m and (int(pos.min()) < 0 or int(pos.max()) >= n):
+                raise ValueError(f"owner index values must lie in [0, {n}), got [{int(pos.min())}, {int(pos.max())}]")
+            w = torch.ones(m, dtype=dtype, device=pos.device) if weights is None else weights.to(dtype)
+            dense = torch.zeros(n, m, dtype=dtype, device=pos.device)
+            dense[pos.long(), torch.arange(m, device=pos.device)] = w
+            pos = dense
+        elif weights is not None:
+            raise ValueError(
+                "weights are given inside the [B, M] positive matrix; pass weights only with an owner index"
+            )
+        if pos.shape != (n, m):
+            raise ValueError(f"pos must be [B, M] = {(n, m)} or an owner index [M], got {tuple(pos.shape)}")
+        pos = pos.to(dtype)
         if (pos < 0).any() or not torch.isfinite(pos).all():
             raise ValueError("pos weights must be finite and non-negative")
-        row_mass = pos.sum(1)
-        if (row_mass <= 0).any():
-            bad = torch.nonzero(row_mass <= 0).flatten().tolist()[:5]
-            raise ValueError(f"every anchor needs at least one positive; rows without one: {bad}")
-        if self.normalize_inputs:
-            a, b = normalize(a), normalize(b)
+        return pos
+
+    def forward(
+        self, a: Tensor, b: Tensor, pos: Tensor, ids: Tensor | None = None, weights: Tensor | None = None
+    ) -> dict[str, Tensor]:
+        self._check_pair(a, b)
+        n, m = a.shape[0], b.shape[0]
+        p_loc = self._local_positives(pos, n, m, weights, a.dtype)
+        if ids is not None and pos.ndim != 1:
+            raise ValueError("text ids need the owner-index form of pos")
+        no_pos = torch.nonzero(p_loc.sum(1) <= 0).flatten().tolist()
+        if no_pos:
+            raise ValueError(f"every anchor needs at least one positive; rows without one: {no_pos[:5]}")
+        sim = self.similarity
+        a, b = sim.prepare(a), sim.prepare(b)
         scale = self.logit_scale.exp()
         rank, world = self._dist()
-        n, m = pos.shape
-        if world > 1:
-            all_a, all_b = self._gather(a, rank, world), self._gather(b, rank, world)
-        else:
-            all_a, all_b = a, b
-        # Row direction: local anchors vs all candidates; the local block sits at columns rank*m.
-        row_t = pos.new_zeros(n, all_b.shape[0])
-        row_t[:, rank * m : (rank + 1) * m] = pos / row_mass[:, None]
-        loss_ab = -(row_t * F.log_softmax(scale * a @ all_b.T, dim=1)).sum(1).mean()
-        # Column direction: local candidates with at least one positive vs all anchors.
-        col_mass = pos.sum(0)
+        g = {"rank": rank, "world_size": world, "gather_fn": self.gather_fn}
+        all_a, a_sizes = gather_variable(a, with_grad=self.gather_with_grad, **g)
+        all_b, b_sizes = gather_variable(b, with_grad=self.gather_with_grad, **g)
+        a_off, b_off = sum(a_sizes[:rank]), sum(b_sizes[:rank])
+        # Row targets: local anchors x all candidates; column targets: local candidates x all anchors.
+        row_t = p_loc.new_zeros(n, all_b.shape[0])
+        row_t[:, b_off : b_off + m] = p_loc
+        col_t = p_loc.new_zeros(m, all_a.shape[0])
+        col_t[:, a_off : a_off + n] = p_loc.T
+        if ids is not None:
+            w_loc = p_loc.sum(0)  # each candidate's own weight (one owner per candidate)
+            all_ids, _ = gather_variable(ids.long(), with_grad=False, **g)
+            all_w, _ = gather_variable(w_loc.detach(), with_grad=False, **g)
+            owners = pos.long() + a_off
+            all_owner, _ = gather_variable(owners, with_grad=False, **g)
+            same = ids.long()[:, None] == all_ids[None, :]  # [M, M_tot]
+            # Anchor i also owns every candidate whose text equals one of its own candidates' texts.
+            extra_rows = (p_loc > 0).to(a.dtype) @ same.to(a.dtype) > 0  # [B, M_tot]
+            row_t = torch.where(extra_rows & (row_t == 0), all_w[None, :].expand_as(row_t), row_t)
+            anchors = torch.zeros(all_b.shape[0], all_a.shape[0], dtype=a.dtype, device=a.device)
+            anchors[torch.arange(all_b.shape[0], device=a.device), all_owner] = 1.0
+            extra_cols = same.to(a.dtype) @ anchors > 0  # [M, B_tot]
+            col_t = torch.where(extra_cols & (col_t == 0), w_loc[:, None].expand_as(col_t), col_t)
+        row_t = row_t / row_t.sum(1, keepdim=True)
+        loss_rows = -(row_t * F.log_softmax(self._logits(a, all_b, scale), dim=1)).sum()
+        col_mass = col_t.sum(1)
         valid = col_mass > 0
-        col_t = pos.new_zeros(m, all_a.shape[0])
-        col_t[:, rank * n : (rank + 1) * n] = pos.T / col_mass.clamp_min(1e-12)[:, None]
-        per_col = -(col_t * F.log_softmax(scale * b @ all_a.T, dim=1)).sum(1)
-        n_valid = valid.sum().to(a.dtype).reshape(1)
-        if world > 1:
-            # Normalise by the global count so the DDP average equals the single-process loss.
-            total_valid = gather_features(n_valid.detach(), rank, world, with_grad=False, gather_fn=self.gather_fn)
-            loss_ba = (per_col * valid).sum() * world / total_valid.sum().clamp_min(1.0)
-        else:
-            loss_ba = (per_col * valid).sum() / n_valid.clamp_min(1.0).squeeze()
+        col_t = col_t / col_mass.clamp_min(1e-12)[:, None]
+        loss_cols = -((col_t * F.log_softmax(self._logits(b, all_a, scale), dim=1)).sum(1) * valid).sum()
+        loss_ab = global_mean(loss_rows, torch.tensor(float(n)), rank, world, self.gather_fn)
+        loss_ba = global_mean(loss_cols, valid.sum(), rank, world, self.gather_fn)
         return {"loss": 0.5 * (loss_ab + loss_ba), "logit_scale": scale.detach().squeeze()}

@@ -46,6 +46,11 @@ class Tower(Configurable, nn.Module):
     def set_gradient_checkpointing(self, enabled: bool = True) -> None:
         """Trade compute for activation memory; towers without checkpointable blocks ignore it."""
 
+    def set_required_outputs(self, required: set[str] | None) -> None:
+        """Called by the Pretrainer with the outputs some loss term reads (``{"embedding", "tokens", "extras"}``;
+        ``None`` = unknown, build everything). A tower drops heads whose output nobody reads, so that every
+        parameter takes part in the loss (plain DDP fails on parameters without gradient)."""
+
     def export_assets(self, directory: str, name: str) -> dict[str, Any] | None:
         """Write files the tower needs besides its weights (e.g. a tokenizer) under ``directory``.
 

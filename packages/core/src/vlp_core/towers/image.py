@@ -42,7 +42,8 @@ class ImageTower(Tower):
 
     Shapes:
         ``forward(images [B, C, H, W])`` returns ``embedding [B, D]``, ``tokens [B, T, D]`` (ViT patch tokens
-        without prefix tokens, or CNN feature-map positions).
+        without prefix tokens, or CNN feature-map positions). Inside a Pretrainer whose losses read no tokens the
+        token head is not built and ``tokens`` is ``None``.
     """
 
     def __init__(
@@ -73,18 +74,25 @@ class ImageTower(Tower):
         width = int(self.backbone.num_features)
         self.output_dim = self.token_dim = int(embed_dim)
         self.proj = ProjectionHead(width, self.output_dim, proj)
-        self.token_proj = ProjectionHead(width, self.output_dim, proj)
+        self.token_proj: ProjectionHead | None = ProjectionHead(width, self.output_dim, proj)
         self.num_prefix_tokens = int(getattr(self.backbone, "num_prefix_tokens", 0))
 
     def set_gradient_checkpointing(self, enabled: bool = True) -> None:
         if hasattr(self.backbone, "set_grad_checkpointing"):
             self.backbone.set_grad_checkpointing(enabled)
 
+    def set_required_outputs(self, required: set[str] | None) -> None:
+        # Without a token-reading loss the token head would get no gradient: do not build it.
+        if required is not None and not required & {"tokens", "mask"}:
+            self.token_proj = None
+
     def forward(self, images: Tensor) -> TowerOutput:
         if images.ndim != 4:
             raise ValueError(f"ImageTower expects images [B, C, H, W], got shape {tuple(images.shape)}")
         feats = self.backbone.forward_features(images)
         pooled = self.backbone.forward_head(feats, pre_logits=True)
+        if self.token_proj is None:
+            return TowerOutput(self.proj(pooled))
         if feats.ndim == 4:  # CNN: [B, C, H, W] -> positions as tokens
             tokens = feats.flatten(2).transpose(1, 2)
         else:  # ViT-like: [B, prefix + T, C]

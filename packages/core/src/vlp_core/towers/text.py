@@ -16,8 +16,8 @@ from vlp_core.towers.base import ProjectionHead, Tower, TowerOutput, masked_mean
 
 __all__ = ["TextTower", "default_text_model_path"]
 
-# Nothing in vlp downloads: hub look-ups are off unless the user turns them on explicitly.
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# Nothing in vlp downloads: every load below passes ``local_files_only=True`` and a local directory. The process-wide
+# ``HF_HUB_OFFLINE`` switch is left to the user (importing vlp must not change how their other code reaches the Hub).
 
 
 def default_text_model_path() -> Path:
@@ -126,6 +126,10 @@ class TextTower(Tower):
             for block in layers[-unfreeze_last_n:]:
                 block.requires_grad_(True)
         self.encoder_frozen = not any(p.requires_grad for p in self.encoder.parameters())
+        pooler = getattr(self.encoder, "pooler", None)
+        if pooler is not None and any(p.requires_grad for p in pooler.parameters()):
+            # vlp pools the token states itself; a trainable HF pooler would get no gradient (plain DDP fails).
+            self.encoder.pooler = None
         self.cache_embeddings = cache_embeddings and self.encoder_frozen
         self.cache_tokens = cache_tokens
         self._cache: dict[str, tuple[Tensor, Tensor | None, Tensor]] = {}

@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
-from vlp_core.training.datamodule import EpochSeededSampler, PairedDataModule, collate_paired
+from vlp_core.training.datamodule import PairedDataModule, ResumableDataLoader, collate_paired
 from vlp_core.training.module import CONFIG_NAME, WEIGHTS_NAME, Pretrainer
+from vlp_core.training.samplers import EpochIndexSampler, EpochSeededSampler, MultiSourceSampler
 from vlp_core.training.schedule import WarmupCosine, param_groups
 from vlp_core.training.terms import LossTerm
 
 __all__ = [
     "CONFIG_NAME",
     "WEIGHTS_NAME",
+    "EpochIndexSampler",
     "EpochSeededSampler",
+    "MultiSourceSampler",
     "LossTerm",
     "PairedDataModule",
     "Pretrainer",
+    "ResumableDataLoader",
     "WarmupCosine",
     "collate_paired",
     "param_groups",

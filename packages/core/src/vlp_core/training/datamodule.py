@@ -2,120 +2,140 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import lightning as L
 import torch
-from torch import Tensor
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import ConcatDataset, DataLoader, Dataset, Sampler
 
-__all__ = ["EpochSeededSampler", "PairedDataModule", "collate_paired"]
+from vlp_core.data.collate import collate_batch
+from vlp_core.training.samplers import EpochIndexSampler, EpochSeededSampler, MultiSourceSampler
+
+__all__ = ["PairedDataModule", "ResumableDataLoader", "collate_paired"]
 
 
-def collate_paired(samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """Collate dict samples.
+def collate_paired(samples: Sequence[dict[str, Any] | None]) -> dict[str, Any]:
+    """Alias of :func:`vlp_core.data.collate_batch` (nested dicts, ragged tensors with masks, text lists)."""
+    return collate_batch(samples)
 
-    Tensors of equal shape are stacked; 1-D tensors of different lengths (token ids, variable-length signals) are
-    right-padded with 0 and get a ``"<key>_mask"`` ``[B, L]`` bool entry; strings become ``list[str]``; numbers
-    become a tensor; anything else a list.
 
-    Raises:
-        KeyError: if samples do not share the same keys (naming the first offending sample).
+class ResumableDataLoader(DataLoader):
+    """A DataLoader that resumes mid-epoch exactly: Lightning saves its ``state_dict`` in checkpoints.
+
+    Its state is the number of batches *trained on* in the current epoch — read from the trainer's batch progress
+    when ``progress`` is set (the loader itself is one batch ahead: Lightning prefetches), else the batches handed
+    out. After ``load_state_dict`` the next iteration of the same epoch starts after them. With vlp's samplers (whose
+    order depends only on seed and epoch) the skipped samples are never loaded (``skip_once``); with any other
+    sampler the skipped batches are drawn and discarded.
+
+    Every iteration draws the workers' base seed from the loader's own generator, re-seeded from ``(seed, epoch)``:
+    a plain DataLoader draws it from the *global* torch RNG when its iterator is created, which shifts every later
+    dropout mask of a run resumed mid-epoch (its iterator is created at a different point of the RNG stream).
     """
-    if not samples:
-        raise ValueError("cannot collate an empty list of samples")
-    keys = list(samples[0])
-    for i, s in enumerate(samples):
-        if set(s) != set(keys):
-            raise KeyError(f"sample {i} has keys {sorted(s)}, expected {sorted(keys)}")
-    out: dict[str, Any] = {}
-    for key in keys:
-        values = [s[key] for s in samples]
-        first = values[0]
-        if isinstance(first, Tensor):
-            shapes = {v.shape for v in values}
-            if len(shapes) == 1:
-                out[key] = torch.stack(values)
-            elif all(v.ndim == 1 for v in values):
-                length = max(v.shape[0] for v in values)
-                padded = first.new_zeros(len(values), length)
-                mask = torch.zeros(len(values), length, dtype=torch.bool)
-                for i, v in enumerate(values):
-                    padded[i, : v.shape[0]] = v
-                    mask[i, : v.shape[0]] = True
-                out[key], out[f"{key}_mask"] = padded, mask
-            else:
-                raise ValueError(f"cannot collate {key!r}: shapes {sorted(map(tuple, shapes))} differ beyond 1-D")
-        elif isinstance(first, str):
-            out[key] = list(values)
-        elif isinstance(first, (bool, int, float)):
-            out[key] = torch.tensor(values)
+
+    def __init__(self, *args: Any, seed: int = 0, **kwargs: Any) -> None:
+        if kwargs.get("generator") is None:
+            kwargs["generator"] = torch.Generator()
+        super().__init__(*args, **kwargs)
+        self.seed = int(seed)
+        self._yielded, self._resume = 0, None
+        self.progress: Any = None  # callable -> batches trained on in this epoch (set by PairedDataModule)
+
+    def _epoch(self) -> int:
+        return int(getattr(self.sampler, "epoch", 0))
+
+    def __iter__(self) -> Any:
+        skip = 0
+        if self._resume is not None and self._resume["epoch"] == self._epoch():
+            skip = int(self._resume["batches"])
+        self._resume = None
+        self._yielded = skip
+        self.generator.manual_seed(self.seed * 1_000_003 + self._epoch())
+        discard = 0
+        if skip and hasattr(self.sampler, "skip_once") and self.batch_size is not None:
+            self.sampler.skip_once(skip * self.batch_size)
         else:
-            out[key] = list(values)
-    return out
+            discard = skip
+        for batch in super().__iter__():
+            if discard:
+                discard -= 1
+                continue
+            self._yielded += 1
+            yield batch
 
+    def state_dict(self) -> dict[str, int]:
+        done = self.progress() if self.progress is not None else self._yielded
+        return {"epoch": self._epoch(), "batches": int(done)}
 
-class EpochSeededSampler(Sampler[int]):
-    """Random permutation determined by ``(seed, epoch)`` only, so a resumed run sees the same order.
-
-    Lightning calls ``set_epoch`` on samplers that have it (and swaps in a ``DistributedSampler`` under DDP,
-    which follows the same rule).
-    """
-
-    def __init__(self, n: int, seed: int = 0) -> None:
-        self.n, self.seed, self.epoch = n, seed, 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __iter__(self) -> Iterator[int]:
-        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
-        return iter(torch.randperm(self.n, generator=g).tolist())
-
-    def __len__(self) -> int:
-        return self.n
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self._resume = dict(state)
 
 
 class PairedDataModule(L.LightningDataModule):
     """Base for paired datasets: subclasses build ``self.train_set`` / ``val_set`` / ``test_set`` in ``setup``.
 
     Training batches use ``drop_last=True`` because the distributed contrastive gather needs equal batch sizes
-    on every rank. Nothing is downloaded in ``prepare_data``.
+    on every rank; the training order depends only on ``(seed, epoch)`` and is sharded across ranks by the sampler
+    itself (:class:`~vlp_core.training.EpochSeededSampler`). Nothing is downloaded in ``prepare_data``.
 
     Args:
         batch_size: per-device batch size.
         num_workers: data-loading worker processes.
         seed: shuffling seed (order depends only on seed and epoch).
-        train_set / val_set / test_set: datasets to use directly (handy in scripts and tests).
+        train_set / val_set / test_set: datasets to use directly (handy in scripts and tests). ``train_set`` may be
+            a list of datasets (sources with different fields/modalities): every training batch then comes from one
+            source, the same on every rank (:class:`~vlp_core.training.MultiSourceSampler`), and loss terms whose
+            fields a source lacks should be ``optional``. Under DDP such a model may leave a tower unused in a step:
+            use ``strategy="ddp_find_unused_parameters_true"``.
+        source_weights: sampling weights of the training sources (``None`` = round robin).
+
+    Subclasses whose datasets accept ``ds[(epoch, i)]`` (augmentation drawn from ``(seed, epoch, i)`` alone) set
+    ``epoch_index = True`` to train with :class:`~vlp_core.training.EpochIndexSampler`.
     """
+
+    epoch_index: bool = False
 
     def __init__(
         self,
         batch_size: int = 32,
         num_workers: int = 0,
         seed: int = 0,
-        train_set: Dataset | None = None,
+        train_set: Dataset | list[Dataset] | None = None,
         val_set: Dataset | None = None,
         test_set: Dataset | None = None,
+        source_weights: list[float] | None = None,
     ) -> None:
         super().__init__()
         self.batch_size, self.num_workers, self.seed = batch_size, num_workers, seed
         self.train_set, self.val_set, self.test_set = train_set, val_set, test_set
+        self.source_weights = source_weights
 
-    def collate(self, samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
-        return collate_paired(samples)
+    def collate(self, samples: Sequence[dict[str, Any] | None]) -> dict[str, Any]:
+        return collate_batch(samples)
 
-    def _loader(self, dataset: Dataset | None, train: bool) -> DataLoader:
+    def _loader(self, dataset: Dataset | list[Dataset] | None, train: bool) -> DataLoader:
         if dataset is None:
             raise RuntimeError(f"{type(self).__name__} has no {'training' if train else 'evaluation'} dataset")
+        sampler: Sampler | None = None
+        if isinstance(dataset, (list, tuple)):
+            if not train:
+                raise ValueError("only the training set may be a list of sources")
+            sizes = [len(d) for d in dataset]  # type: ignore[arg-type]
+            dataset = ConcatDataset(dataset)
+            sampler = MultiSourceSampler(sizes, self.batch_size, self.source_weights, seed=self.seed,
+                                         with_epoch=self.epoch_index)  # fmt: skip
         n = len(dataset)  # type: ignore[arg-type]
         if train and n < self.batch_size:
             raise ValueError(f"training set has {n} samples, fewer than one batch of {self.batch_size}")
-        return DataLoader(
+        if train and sampler is None:
+            sampler = (EpochIndexSampler if self.epoch_index else EpochSeededSampler)(n, self.seed)
+        extra: dict[str, Any] = {"seed": self.seed} if train else {}
+        return (ResumableDataLoader if train else DataLoader)(
             dataset,
+            **extra,
             batch_size=self.batch_size,
-            sampler=EpochSeededSampler(n, self.seed) if train else None,
+            sampler=sampler,
             drop_last=train,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
@@ -123,7 +143,13 @@ class PairedDataModule(L.LightningDataModule):
         )
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_set, True)
+        loader = self._loader(self.train_set, True)
+        trainer = getattr(self, "trainer", None)
+        if trainer is not None and isinstance(loader, ResumableDataLoader):
+            # Batches whose optimisation step has run in this epoch (a checkpoint saved in on_train_batch_end
+            # includes the current batch; the loader has already prefetched the next one).
+            loader.progress = lambda: trainer.fit_loop.epoch_loop.batch_progress.current.processed
+        return loader
 
     def val_dataloader(self) -> DataLoader | list:
         # No validation set -> an empty list, which Lightning treats as "skip validation".
