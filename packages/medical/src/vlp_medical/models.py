@@ -11,6 +11,7 @@ from torch import Tensor, nn
 
 from vlp_core.config import Configurable, from_config
 from vlp_core.losses import ClipLoss
+from vlp_core.similarity import CosineSimilarity
 from vlp_core.towers import ImageTower, TextTower, TowerOutput
 from vlp_core.training import LossTerm, Pretrainer
 from vlp_medical.make import MakeLoss
@@ -60,16 +61,6 @@ def cxr_vit_small_input(embed_dim: int = 128, img_size: int = 64, patch_size: in
     """
     return ImageTower("vit_tiny_patch16_224", embed_dim=embed_dim, in_chans=1, img_size=img_size,
                       patch_size=patch_size, depth=depth)  # fmt: skip
-
-
-class CosineSimilarity(Configurable, nn.Module):
-    """``forward(a [B, D], b [M, D]) -> [B, M]`` cosine similarities (the deterministic default)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-
-    def forward(self, a: Tensor, b: Tensor) -> Tensor:
-        return nn.functional.normalize(a, dim=-1) @ nn.functional.normalize(b, dim=-1).T
 
 
 SIMILARITIES: dict[str, type[nn.Module]] = {"cosine": CosineSimilarity, "hellinger": HellingerSimilarity,

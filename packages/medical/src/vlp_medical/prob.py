@@ -26,6 +26,7 @@ from torch.utils.checkpoint import checkpoint
 
 from vlp_core.config import Configurable
 from vlp_core.losses import dist_info, gather_features
+from vlp_core.similarity import Similarity
 from vlp_core.towers import Tower, TowerOutput
 
 __all__ = [
@@ -124,10 +125,11 @@ def kl_to_standard_normal(emb: Tensor) -> Tensor:
     return -0.5 * (1.0 + logvar - mu.square() - logvar.exp()).mean()
 
 
-class HellingerSimilarity(Configurable, nn.Module):
+class HellingerSimilarity(Similarity):
     """``forward(a [B, 2D], b [M, 2D]) -> [B, M]`` probabilistic similarity ``PS = 1 - √H²`` in ``[0, 1]``.
 
-    The core 0.2 similarity interface (before any logit scale), so losses, retrieval and zero-shot share it.
+    A core :class:`~vlp_core.similarity.Similarity` (before any logit scale), so core's losses, retrieval and
+    zero-shot accept it unchanged (e.g. ``ClipLoss(similarity=HellingerSimilarity())``).
 
     Args:
         eps: ``H²`` is clamped to ``[eps, 1]`` before the square root (finite gradient at identical inputs).
@@ -142,7 +144,7 @@ class HellingerSimilarity(Configurable, nn.Module):
         return 1.0 - hellinger_sq(a, b, chunk_size=self.chunk_size).clamp_min(self.eps).sqrt()
 
 
-class CSDSimilarity(Configurable, nn.Module):
+class CSDSimilarity(Similarity):
     """``forward(a, b) -> -CSD [B, M]`` (PCME++'s retrieval score for the closed-form sampled distance)."""
 
     def __init__(self) -> None:
