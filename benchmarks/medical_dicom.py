@@ -36,7 +36,7 @@ def main() -> None:
                                              window=(2048, 4096))))  # fmt: skip
             t = time.perf_counter()
             for p in paths:
-                pydicom.dcmread(p).pixel_array
+                _ = pydicom.dcmread(p).pixel_array
             raw = args.n / (time.perf_counter() - t)
             frame = pd.DataFrame({"key": [str(i) for i in range(args.n)], "path": paths, "text": "x", "split": "test"})
             ds = CxrTextDataset(frame, transform=CxrTransform(size=224), cache=True)
