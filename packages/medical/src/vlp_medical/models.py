@@ -1,10 +1,43 @@
-"""Image towers for chest radiographs and dermatology photographs (presets over core's timm tower)."""
+"""Image towers, the medical pretrainer (CLIP / MAKE / ProbMed variants) and N-modality probabilistic binding."""
 
 from __future__ import annotations
 
-from vlp_core.towers import ImageTower
+import itertools
+from collections.abc import Mapping, Sequence
+from typing import Any
 
-__all__ = ["cxr_vit_tiny", "derm_vit_tiny"]
+import torch
+from torch import Tensor, nn
+
+from vlp_core.config import Configurable, from_config
+from vlp_core.losses import ClipLoss
+from vlp_core.similarity import CosineSimilarity
+from vlp_core.towers import ImageTower, TextTower, TowerOutput
+from vlp_core.training import LossTerm, Pretrainer
+from vlp_medical.make import MakeLoss
+from vlp_medical.prob import (
+    CSDSimilarity,
+    HellingerInfoNCE,
+    HellingerSimilarity,
+    PCMEppLoss,
+    ProbabilisticTower,
+    SampledInstanceLoss,
+    VIBLoss,
+)
+
+__all__ = [
+    "BindingLoss",
+    "CosineSimilarity",
+    "MedicalPretrainer",
+    "METHODS",
+    "build_binding_model",
+    "build_model",
+    "cxr_vit_small_input",
+    "cxr_vit_tiny",
+    "derm_vit_tiny",
+]
+
+METHODS = ("clip", "make", "probmed", "pcmepp")
 
 
 def cxr_vit_tiny(embed_dim: int = 256, img_size: int = 224, pretrained_path: str | None = None) -> ImageTower:
@@ -19,3 +52,237 @@ def derm_vit_tiny(embed_dim: int = 256, img_size: int = 224, pretrained_path: st
     return ImageTower(
         "vit_tiny_patch16_224", embed_dim=embed_dim, in_chans=3, img_size=img_size, pretrained_path=pretrained_path
     )
+
+
+def cxr_vit_small_input(embed_dim: int = 128, img_size: int = 64, patch_size: int = 8, depth: int = 4) -> ImageTower:
+    """A shallow ViT-tiny (width 192) for low-resolution radiographs: ``(img_size / patch_size)²`` patch tokens.
+
+    The CPU demo preset (64 px, 8 px patches, 4 blocks); random initialisation.
+    """
+    return ImageTower("vit_tiny_patch16_224", embed_dim=embed_dim, in_chans=1, img_size=img_size,
+                      patch_size=patch_size, depth=depth)  # fmt: skip
+
+
+SIMILARITIES: dict[str, type[nn.Module]] = {"cosine": CosineSimilarity, "hellinger": HellingerSimilarity,
+                                            "csd": CSDSimilarity}  # fmt: skip
+
+
+class MedicalPretrainer(Pretrainer):
+    """Core :class:`~vlp_core.training.Pretrainer` plus the medical conventions.
+
+    - ``text_fields``: extra batch fields of text lists (e.g. MAKE's flat ``"aspects"``) that go through the same
+      ``"text"`` tower (one set of weights, one cache); their outputs are keyed by the field name. (Core 0.2's
+      ``inputs=`` routing generalises this.)
+    - ``similarity``: how embeddings are compared at evaluation (cosine, or Hellinger for probabilistic towers);
+      saved with the checkpoint so ``vlp-medical bench`` scores every model the way it was trained.
+
+    Args:
+        towers: at least ``"image"`` and ``"text"``.
+        losses: weighted loss terms.
+        similarity: evaluation similarity: ``"cosine"`` (default), ``"hellinger"`` or ``"csd"`` (``-CSD``) for
+            probabilistic ``[mu, logvar]`` embeddings.
+        text_fields: batch fields encoded by the text tower besides ``"text"``.
+        **kwargs: forwarded to :class:`~vlp_core.training.Pretrainer` (lr, weight_decay, warmup_steps...).
+    """
+
+    def __init__(
+        self,
+        towers: dict[str, nn.Module],
+        losses: list[LossTerm],
+        similarity: str = "cosine",
+        text_fields: Sequence[str] = ("aspects",),
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(towers, losses, **kwargs)
+        if similarity not in SIMILARITIES:
+            raise ValueError(f"similarity must be one of {sorted(SIMILARITIES)}, got {similarity!r}")
+        self.similarity = SIMILARITIES[similarity]()
+        self.text_fields = tuple(text_fields)
+
+    def forward(self, batch: Mapping[str, Any]) -> dict[str, TowerOutput]:
+        outputs = super().forward(batch)
+        for field in self.text_fields:
+            texts = batch.get(field)
+            if texts is not None and len(texts) > 0:
+                outputs[field] = self.towers["text"](texts)
+        if any(f in batch and len(batch[f]) == 0 for f in self.text_fields):
+            dim = next(iter(outputs.values())).embedding
+            for f in self.text_fields:
+                if f in batch and len(batch[f]) == 0:
+                    outputs[f] = TowerOutput(dim.new_zeros(0, self.towers["text"].output_dim))
+        return outputs
+
+    @torch.no_grad()
+    def encode_image(self, images: Tensor) -> Tensor:
+        """Image embeddings ``[B, E]`` (``E = 2D`` ``[mu, logvar]`` for probabilistic towers)."""
+        return self.towers["image"](images).embedding
+
+    @torch.no_grad()
+    def encode_text(self, texts: Sequence[str]) -> Tensor:
+        """Text embeddings ``[T, E]``."""
+        return self.towers["text"](list(texts)).embedding
+
+    @property
+    def probabilistic(self) -> bool:
+        return isinstance(self.towers["image"], ProbabilisticTower)
+
+
+def build_model(
+    method: str = "clip",
+    embed_dim: int = 128,
+    image_tower: Mapping[str, Any] | None = None,
+    text_max_length: int = 96,
+    lr: float = 1e-3,
+    weight_decay: float = 0.05,
+    warmup_steps: int = 20,
+    max_steps: int | None = None,
+    make_threshold: float = 0.1,
+    make_lambda_s: float = 0.7,
+    sis_weight: float = 0.1,
+    vib_weight: float = 1e-3,
+) -> MedicalPretrainer:
+    """One of the package's methods on a ViT image tower and the frozen packaged text encoder + trained projection.
+
+    Args:
+        method: ``"clip"`` (InfoNCE), ``"make"`` (multi-aspect knowledge), ``"probmed"`` (Gaussian embeddings,
+            Hellinger InfoNCE + sampled-instance + VIB) or ``"pcmepp"`` (Gaussian embeddings, PCME++ loss).
+        embed_dim: shared embedding width D.
+        image_tower: kwargs of :func:`cxr_vit_small_input` (default: the 64 px demo preset); or
+            ``{"class_path": ..., "init_args": ...}`` for any tower.
+        text_max_length: text truncation (tokens).
+        lr: peak learning rate.
+        weight_decay: AdamW decay.
+        warmup_steps: linear warm-up.
+        max_steps: schedule length (``None`` = the trainer's estimate).
+        make_threshold: σ of MAKE's local attention (low when training from scratch).
+        make_lambda_s: weight of MAKE's fine-grained term.
+        sis_weight: weight of ProbMed's sampled-instance loss (per modality).
+        vib_weight: weight of the VIB term.
+    """
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    spec = dict(image_tower or {})
+    if "class_path" in spec:
+        image: nn.Module = from_config(spec)
+    else:
+        image = cxr_vit_small_input(embed_dim=embed_dim, **spec)
+    text: nn.Module = TextTower(embed_dim=embed_dim, max_length=text_max_length, freeze=True)
+    similarity = "cosine"
+    if method == "clip":
+        losses = [LossTerm("clip", ClipLoss(), inputs=("image", "text"))]
+    elif method == "make":
+        losses = [LossTerm("make", MakeLoss(threshold=make_threshold, lambda_s=make_lambda_s))]
+    else:
+        image, text = ProbabilisticTower(image), ProbabilisticTower(text)
+        similarity = "hellinger"
+        main = LossTerm("hellinger", HellingerInfoNCE(), inputs=("image", "text")) if method == "probmed" else \
+            LossTerm("pcmepp", PCMEppLoss(beta=0.0), inputs=("image", "text"))  # fmt: skip
+        losses = [
+            main,
+            LossTerm("sis_image", SampledInstanceLoss(), weight=sis_weight, inputs=("image",)),
+            LossTerm("sis_text", SampledInstanceLoss(), weight=sis_weight, inputs=("text",)),
+            LossTerm("vib", VIBLoss(), weight=vib_weight, inputs=("image", "text")),
+        ]
+    return MedicalPretrainer({"image": image, "text": text}, losses, similarity=similarity,
+                             text_fields=("aspects",) if method == "make" else (), lr=lr,
+                             weight_decay=weight_decay, warmup_steps=warmup_steps, max_steps=max_steps)  # fmt: skip
+
+
+class BindingLoss(Configurable, nn.Module):
+    """Bind N modalities in one space by sampling modality pairs per step (ProbMed-style).
+
+    At each call the modalities present in the batch's tower outputs are paired (all unordered pairs), and
+    ``pairs_per_step`` of them are drawn with a generator seeded by ``(seed, call index)`` (deterministic; all
+    pairs when fewer are available). The pair losses share one contrastive loss module (and temperature) and are
+    averaged. Modalities absent from a batch (a dataset holding only some of them) are simply not paired.
+
+    Args:
+        modalities: tower names that may be bound.
+        pairs_per_step: pairs per step (``None`` = all available pairs).
+        probabilistic: Hellinger InfoNCE on ``[mu, logvar]`` embeddings (else CLIP InfoNCE).
+        seed: pair-sampling seed.
+    """
+
+    def __init__(
+        self, modalities: Sequence[str], pairs_per_step: int | None = 1, probabilistic: bool = True, seed: int = 0
+    ) -> None:
+        super().__init__()
+        if len(modalities) < 2:
+            raise ValueError(f"binding needs at least two modalities, got {list(modalities)}")
+        self.modalities = list(modalities)
+        self.pairs_per_step, self.seed = pairs_per_step, seed
+        self.contrastive: nn.Module = HellingerInfoNCE() if probabilistic else ClipLoss()
+        self.calls = 0
+        self.last_pairs: list[tuple[str, str]] = []
+
+    def clamp_parameters(self) -> None:
+        self.contrastive.clamp_parameters()
+
+    def forward_outputs(self, outputs: Mapping[str, TowerOutput], batch: Mapping[str, Any]) -> dict[str, Tensor]:
+        present = [m for m in self.modalities if m in outputs]
+        pairs = list(itertools.combinations(present, 2))
+        if not pairs:
+            raise KeyError(f"binding needs two of {self.modalities} in the batch; towers run: {sorted(outputs)}")
+        k = len(pairs) if self.pairs_per_step is None else min(self.pairs_per_step, len(pairs))
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.calls)
+        self.calls += 1
+        chosen = [pairs[int(i)] for i in torch.randperm(len(pairs), generator=g)[:k]]
+        self.last_pairs = chosen
+        losses = [self.contrastive(outputs[a].embedding, outputs[b].embedding)["loss"] for a, b in chosen]
+        return {"loss": torch.stack(losses).mean(), "pairs": torch.tensor(float(k))}
+
+
+def build_binding_model(
+    towers: Mapping[str, tuple[str, Mapping[str, Any]]],
+    registry: Any = None,
+    probabilistic: bool = True,
+    pairs_per_step: int | None = 1,
+    seed: int = 0,
+    vib_weight: float = 1e-3,
+    **kwargs: Any,
+) -> MedicalPretrainer:
+    """A model binding any registered towers: ``{"cxr": ("medical/cxr_vit_tiny", {...}), "ecg": ("ecg/resnet1d",
+    {...}), "text": ("core/text", {...})}``. Towers are built by name from the plug-in registry (never imported
+    from another domain package); each is wrapped in a :class:`~vlp_medical.prob.ProbabilisticTower` when
+    ``probabilistic``.
+
+    Args:
+        towers: modality name -> (registered tower name, constructor kwargs).
+        registry: a :class:`~vlp_core.registry.PluginRegistry` (default: the global one, plug-ins loaded).
+        probabilistic: Gaussian embeddings and Hellinger InfoNCE (else CLIP).
+        pairs_per_step: modality pairs drawn per step.
+        seed: pair-sampling seed.
+        vib_weight: VIB weight (probabilistic only).
+        **kwargs: forwarded to :class:`MedicalPretrainer`.
+    """
+    if registry is None:
+        from vlp_core.plugins import load_plugins
+        from vlp_core.registry import PluginRegistry
+
+        load_plugins(strict=False)
+        registry = PluginRegistry()
+    built: dict[str, nn.Module] = {}
+    for name, (key, init) in towers.items():
+        tower = registry.towers.build(key, **dict(init))
+        built[name] = ProbabilisticTower(tower) if probabilistic else tower
+    losses = [LossTerm("bind", BindingLoss(list(built), pairs_per_step, probabilistic, seed))]
+    if probabilistic and vib_weight > 0:
+        losses.append(_PresentVIB.term(list(built), vib_weight))
+    similarity = "hellinger" if probabilistic else "cosine"
+    return MedicalPretrainer(built, losses, similarity=similarity, text_fields=(), **kwargs)
+
+
+class _PresentVIB(Configurable, nn.Module):
+    """VIB over whichever of ``modalities`` ran on this batch."""
+
+    def __init__(self, modalities: Sequence[str]) -> None:
+        super().__init__()
+        self.modalities = list(modalities)
+        self.vib = VIBLoss()
+
+    @classmethod
+    def term(cls, modalities: Sequence[str], weight: float) -> LossTerm:
+        return LossTerm("vib", cls(modalities), weight=weight)
+
+    def forward_outputs(self, outputs: Mapping[str, TowerOutput], batch: Mapping[str, Any]) -> Tensor:
+        return self.vib(*[outputs[m].embedding for m in self.modalities if m in outputs])

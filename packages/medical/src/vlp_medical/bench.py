@@ -1,0 +1,322 @@
+"""BenchX-style evaluation: one fixed protocol for every checkpoint, one table of mean ± std, CSV/JSON.
+
+A suite (YAML, see :class:`Suite`) fixes the dataset and its splits, the image preprocessing, the label source,
+the prompt sets and the seeds ({42, 0, 1} by default). For every checkpoint it runs:
+
+- **zero-shot multi-label AUROC** per prompt set: per class ``score = mean_p sim(x, p) - mean_n sim(x, n)`` over the
+  class's prompts ``p`` and negative prompts ``n`` (CheXzero-style pairs), macro AUROC over classes, with the
+  model's own similarity (cosine, or Hellinger for probabilistic checkpoints); plus single-finding accuracy
+  (CheXpert-5x200-style argmax over classes on test images with exactly one positive class);
+- **linear probe** on frozen image features at the suite's training fractions × seeds, weight decay selected on
+  the validation split only (core :func:`~vlp_core.eval.linear_probe`), test macro AUROC;
+- **retrieval** image → report and report → image R@K on the test split (identical report texts count as the
+  same item);
+- **uncertainty** (probabilistic checkpoints): AUROC of the image's Σσ² for predicting a wrong top-1
+  image → report retrieval.
+
+Zero-shot and retrieval are deterministic given a checkpoint (std 0, one value); the probe varies with the seed.
+Full fine-tuning and segmentation are not part of this runner.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader
+
+from vlp_core.eval import binary_auroc, linear_probe, metrics_from_ranks, multilabel_auroc
+from vlp_medical.datasets import CxrTextDataset, collate_cxr, manifest_index, mimic_cxr_index
+from vlp_medical.prob import split_gaussian, uncertainty
+from vlp_medical.transforms import CxrTransform
+
+__all__ = [
+    "Suite",
+    "encode_images",
+    "format_table",
+    "load_checkpoint",
+    "run_bench",
+    "write_results",
+    "zero_shot_scores",
+]
+
+DEFAULT_SEEDS = (42, 0, 1)
+
+
+@dataclass
+class Suite:
+    """One evaluation protocol.
+
+    Attributes:
+        name: suite name (shown in outputs).
+        dataset: ``{"kind": "mimic" | "manifest", "root" | "path": ..., other indexer kwargs}``; relative paths are
+            resolved against the suite file's folder.
+        splits: ``{"train": ..., "val": ..., "test": ...}`` split names in the index.
+        classes: class names (columns of the label source).
+        labels: ``None`` (the index's label columns) or ``{"path": csv, "key": column}``: a ground-truth table
+            joined on the index ``key`` (e.g. the phantom generator's ``phantom_truth.csv``).
+        prompt_sets: ``{set name: {class: {"prompts": [...], "negatives": [...]}}}``.
+        image: :class:`~vlp_medical.transforms.CxrTransform` kwargs (size, mean, std).
+        read: image reader kwargs (``voi``...).
+        seeds: probe seeds.
+        fractions: probe training fractions.
+        ks: retrieval cut-offs.
+        batch_size: encoding batch size.
+        probe_weight_decays: weight-decay grid of the probe (selected on validation).
+        probe_max_iter: L-BFGS iterations per probe fit.
+    """
+
+    name: str
+    dataset: dict[str, Any]
+    classes: list[str]
+    prompt_sets: dict[str, dict[str, dict[str, list[str]]]]
+    splits: dict[str, str] = field(default_factory=lambda: {"train": "train", "val": "validate", "test": "test"})
+    labels: dict[str, str] | None = None
+    image: dict[str, Any] = field(default_factory=dict)
+    read: dict[str, Any] = field(default_factory=dict)
+    seeds: list[int] = field(default_factory=lambda: list(DEFAULT_SEEDS))
+    fractions: list[float] = field(default_factory=lambda: [0.01, 0.1, 1.0])
+    ks: list[int] = field(default_factory=lambda: [1, 5, 10])
+    batch_size: int = 64
+    probe_weight_decays: list[float] = field(default_factory=lambda: [0.0, 1e-4, 1e-3, 1e-2, 1e-1, 1.0])
+    probe_max_iter: int = 100
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> Suite:
+        import yaml
+
+        path = Path(path)
+        data = yaml.safe_load(path.read_text())
+        if not isinstance(data, dict):
+            raise ValueError(f"suite {path}: expected a mapping at the top level")
+        unknown = set(data) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise ValueError(f"suite {path}: unknown keys {sorted(unknown)}")
+        suite = cls(**data)
+        suite.resolve(path.parent)
+        return suite
+
+    def resolve(self, base: Path) -> None:
+        for key in ("root", "path"):
+            if key in self.dataset and not Path(self.dataset[key]).is_absolute():
+                self.dataset[key] = str(base / self.dataset[key])
+        if self.labels and not Path(self.labels["path"]).is_absolute():
+            self.labels["path"] = str(base / self.labels["path"])
+        for set_name, prompts in self.prompt_sets.items():
+            missing = [c for c in self.classes if c not in prompts]
+            if missing:
+                raise ValueError(f"prompt set {set_name!r} has no prompts for {missing}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+
+
+def load_index(suite: Suite) -> pd.DataFrame:
+    """The suite's index frame with one float column per class (from the index or the ground-truth table)."""
+    ds = dict(suite.dataset)
+    kind = ds.pop("kind", "mimic")
+    if kind == "mimic":
+        frame = mimic_cxr_index(**ds)
+    elif kind == "manifest":
+        frame = manifest_index(**ds)
+    else:
+        raise ValueError(f"unknown dataset kind {kind!r}; choose 'mimic' or 'manifest'")
+    if suite.labels:
+        truth = pd.read_csv(suite.labels["path"], dtype={suite.labels.get("key", "key"): str})
+        truth = truth.set_index(suite.labels.get("key", "key"))
+        missing = [c for c in suite.classes if c not in truth.columns]
+        if missing:
+            raise KeyError(f"label table {suite.labels['path']} lacks classes {missing}")
+        absent = ~frame["key"].isin(truth.index)
+        if absent.any():
+            raise KeyError(f"label table {suite.labels['path']} has no row for {int(absent.sum())} images")
+        for c in suite.classes:
+            frame[c] = truth.loc[frame["key"], c].to_numpy(dtype=np.float32)
+    missing = [c for c in suite.classes if c not in frame.columns]
+    if missing:
+        raise KeyError(f"classes {missing} are not label columns of the index ({frame.attrs.get('labels')})")
+    frame.attrs["labels"] = list(suite.classes)
+    return frame
+
+
+def load_checkpoint(path: str | Path) -> Any:
+    """A ``save_pretrained`` folder -> model in eval mode (safetensors + JSON; nothing unpickled)."""
+    from vlp_medical.models import MedicalPretrainer
+
+    model = MedicalPretrainer.from_pretrained(path)
+    return model.eval()
+
+
+@torch.no_grad()
+def encode_images(model: Any, dataset: CxrTextDataset, batch_size: int = 64) -> tuple[Tensor, Tensor, list[str]]:
+    """Embeddings ``[N, E]``, labels ``[N, K]`` and report texts of a dataset (order preserved)."""
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate_cxr, num_workers=0)
+    embs, labels, texts = [], [], []
+    for batch in loader:
+        embs.append(model.encode_image(batch["image"]).float().cpu())
+        labels.append(batch["labels"])
+        texts.extend(batch.get("text", []))
+    return torch.cat(embs), torch.cat(labels), texts
+
+
+@torch.no_grad()
+def encode_texts(model: Any, texts: Sequence[str], batch_size: int = 256) -> Tensor:
+    return torch.cat(
+        [model.encode_text(list(texts[i : i + batch_size])).float().cpu() for i in range(0, len(texts), batch_size)]
+    )
+
+
+@torch.no_grad()
+def zero_shot_scores(
+    model: Any, images: Tensor, prompts: Mapping[str, Mapping[str, Sequence[str]]], classes: Sequence[str]
+) -> Tensor:
+    """``[N, C]`` scores: mean similarity to the class prompts minus mean similarity to its negatives."""
+    cols = []
+    for c in classes:
+        spec = prompts[c]
+        pos = encode_texts(model, spec["prompts"])
+        score = model.similarity(images, pos).mean(1)
+        if spec.get("negatives"):
+            score = score - model.similarity(images, encode_texts(model, spec["negatives"])).mean(1)
+        cols.append(score)
+    return torch.stack(cols, 1)
+
+
+def _retrieval(model: Any, img: Tensor, texts: list[str], ks: Sequence[int]) -> tuple[dict[str, float], Tensor]:
+    unique = sorted(set(texts))
+    pos = {t: i for i, t in enumerate(unique)}
+    gt = torch.tensor([pos[t] for t in texts])
+    txt = encode_texts(model, unique)
+    sim = model.similarity(img, txt)  # [N, U]
+    best = sim.gather(1, gt[:, None])
+    i2t_ranks = 1 + (sim > best).sum(1)
+    # text -> image: every image carrying the text is a positive; rank of the best one.
+    sim_t = sim.T  # [U, N]
+    owner = torch.zeros(len(unique), len(texts), dtype=torch.bool)
+    owner[gt, torch.arange(len(texts))] = True
+    best_t = sim_t.masked_fill(~owner, -math.inf).max(1, keepdim=True).values
+    t2i_ranks = 1 + ((sim_t > best_t) & ~owner).sum(1)
+    out = {f"i2t_{k}": v for k, v in metrics_from_ranks(i2t_ranks, ks).items()}
+    out.update({f"t2i_{k}": v for k, v in metrics_from_ranks(t2i_ranks, ks).items()})
+    return out, i2t_ranks
+
+
+def suite_datasets(suite: Suite, index: pd.DataFrame) -> dict[str, CxrTextDataset]:
+    """Train/val/test datasets of a suite (fixed eval preprocessing, images cached after the first model)."""
+    transform = CxrTransform(**suite.image)
+    out = {}
+    for role in ("train", "val", "test"):
+        ds = CxrTextDataset(index, split=suite.splits[role], transform=transform, labels=suite.classes,
+                            read_kwargs=suite.read, cache=True)  # fmt: skip
+        if len(ds) == 0:
+            raise ValueError(f"suite {suite.name}: split {suite.splits[role]!r} ({role}) is empty")
+        out[role] = ds
+    return out
+
+
+def evaluate_model(
+    model: Any, suite: Suite, index: pd.DataFrame, name: str, datasets: Mapping[str, CxrTextDataset] | None = None
+) -> list[dict[str, Any]]:
+    """All tasks of ``suite`` for one model -> long-format rows (method, task, metric, seed, value)."""
+    datasets = datasets or suite_datasets(suite, index)
+    sets = {role: encode_images(model, ds, suite.batch_size) for role, ds in datasets.items()}
+    rows: list[dict[str, Any]] = []
+
+    def add(task: str, metric: str, value: float, seed: int | None = None, **extra: Any) -> None:
+        rows.append({"method": name, "task": task, "metric": metric, "seed": seed, "value": float(value), **extra})
+
+    img, y, texts = sets["test"]
+    for set_name, prompts in suite.prompt_sets.items():
+        scores = zero_shot_scores(model, img, prompts, suite.classes)
+        res = multilabel_auroc(scores, y, class_names=suite.classes, warn=False)
+        add(f"zero-shot [{set_name}]", "macro AUROC", res["macro"])
+        for c in suite.classes:
+            if c in res["per_class"]:
+                add(f"zero-shot [{set_name}]", f"AUROC {c}", res["per_class"][c])
+        single = y.sum(1) == 1
+        if single.any():
+            acc = (scores[single].argmax(1) == y[single].argmax(1)).float().mean()
+            add(f"zero-shot [{set_name}]", f"single-finding accuracy (n={int(single.sum())})", acc)
+    if texts:
+        ret, ranks = _retrieval(model, img, texts, suite.ks)
+        for k, v in ret.items():
+            if "R@" in k or "median_rank" in k:
+                direction, metric = k.split("_", 1)
+                add(f"retrieval {'image→report' if direction == 'i2t' else 'report→image'}", metric, v)
+        if getattr(model, "probabilistic", False):
+            wrong = (ranks > 1).float()
+            if 0 < wrong.sum() < len(wrong):
+                add("uncertainty", "AUROC(Σσ² → wrong top-1 i→t)", binary_auroc(uncertainty(img), wrong))
+    feats = {r: (split_gaussian(sets[r][0])[0] if getattr(model, "probabilistic", False) else sets[r][0]) for r in sets}
+    frames = {r: pd.DataFrame(sets[r][1].numpy(), columns=suite.classes) for r in sets}
+    table = linear_probe(feats["train"], frames["train"], feats["val"], frames["val"], feats["test"], frames["test"],
+                         fractions=suite.fractions, seeds=suite.seeds, multilabel=True,
+                         weight_decays=suite.probe_weight_decays, max_iter=suite.probe_max_iter)  # fmt: skip
+    for _, r in table.iterrows():
+        for seed, v in zip(
+            suite.seeds if len(r["values"]) == len(suite.seeds) else range(len(r["values"])), r["values"]
+        ):
+            add(f"linear probe {r['fraction']:g}", "macro AUROC", v, seed=seed, n_train=int(r["n_train"]))
+    return rows
+
+
+def summarise(rows: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
+    """Long rows -> one row per (method, task, metric) with mean, std (over seeds; 0 for deterministic tasks), n."""
+    df = pd.DataFrame(rows)
+    g = df.groupby(["method", "task", "metric"], sort=False)["value"]
+    out = g.agg(mean="mean", std=lambda v: float(np.std(v, ddof=1)) if len(v) > 1 else 0.0, n="count").reset_index()
+    return out
+
+
+def format_table(summary: pd.DataFrame, metrics: Sequence[str] | None = None) -> str:
+    """Markdown table: one row per (task, metric), one column per method, cells ``mean ± std``."""
+    s = summary.copy()
+    if metrics is not None:
+        s = s[s["metric"].isin(metrics)]
+    s["cell"] = [f"{m:.3f} ± {sd:.3f}" if n > 1 else f"{m:.3f}" for m, sd, n in zip(s["mean"], s["std"], s["n"])]
+    wide = s.pivot_table(index=["task", "metric"], columns="method", values="cell", aggfunc="first", sort=False)
+    methods = list(dict.fromkeys(summary["method"]))
+    wide = wide[[m for m in methods if m in wide.columns]]
+    lines = ["| task | metric | " + " | ".join(wide.columns) + " |", "|---|---|" + "---|" * len(wide.columns)]
+    for (task, metric), row in wide.iterrows():
+        lines.append(f"| {task} | {metric} | " + " | ".join(str(v) if isinstance(v, str) else "-" for v in row) + " |")
+    return "\n".join(lines)
+
+
+def run_bench(
+    models: Mapping[str, Any], suite: Suite, index: pd.DataFrame | None = None, progress: bool = False
+) -> tuple[pd.DataFrame, list[dict[str, Any]]]:
+    """Evaluate every model (name -> model or checkpoint folder) under ``suite``; returns (summary, long rows)."""
+    torch.manual_seed(suite.seeds[0])
+    index = load_index(suite) if index is None else index
+    datasets = suite_datasets(suite, index)
+    rows: list[dict[str, Any]] = []
+    for name, model in models.items():
+        if isinstance(model, (str, Path)):
+            model = load_checkpoint(model)
+        model.eval()
+        rows.extend(evaluate_model(model, suite, index, name, datasets))
+    return summarise(rows), rows
+
+
+def write_results(
+    summary: pd.DataFrame, rows: Sequence[Mapping[str, Any]], out: str | Path, suite: Suite
+) -> list[Path]:
+    """``bench.csv`` (summary), ``bench_runs.csv`` (per seed), ``bench.json`` (both + the suite), ``bench.md``."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = [out / "bench.csv", out / "bench_runs.csv", out / "bench.json", out / "bench.md"]
+    summary.to_csv(paths[0], index=False)
+    pd.DataFrame(rows).to_csv(paths[1], index=False)
+    paths[2].write_text(json.dumps({"suite": suite.to_dict(), "summary": summary.to_dict("records"), "runs": list(rows)},
+                                   indent=2, default=float))  # fmt: skip
+    paths[3].write_text(format_table(summary) + "\n")
+    return paths

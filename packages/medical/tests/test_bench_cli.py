@@ -1,0 +1,74 @@
+"""`vlp-medical bench` end to end on a small phantom tree: suite YAML, several checkpoints, one table, CSV/JSON."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+import yaml
+
+from vlp_medical.bench import Suite, format_table, summarise
+from vlp_medical.cli import main
+from vlp_medical.models import build_model
+from vlp_medical.prompts import class_name_prompts, disjoint_prompts
+from vlp_medical.synth import FINDINGS, make_fake_mimic_cxr
+
+TINY = {"img_size": 32, "patch_size": 8, "depth": 1}
+
+
+@pytest.fixture(scope="module")
+def tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_fake_mimic_cxr(tmp_path_factory.mktemp("ph"), 90, size=48, seed=5, n_lateral=2)
+
+
+def test_bench_cli_compares_checkpoints(tree: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    ckpts = []
+    for i, method in enumerate(("clip", "probmed")):
+        torch.manual_seed(i)
+        model = build_model(method, embed_dim=16, image_tower=TINY, text_max_length=32)
+        ckpts.append(str(model.save_pretrained(tmp_path / method)))
+    suite = {
+        "name": "tiny", "dataset": {"kind": "mimic", "root": str(tree)}, "classes": list(FINDINGS),
+        "labels": {"path": "phantom_truth.csv", "key": "dicom_id"}, "image": {"size": 32},
+        "prompt_sets": {"class names": class_name_prompts(), "disjoint": disjoint_prompts()},
+        "fractions": [0.5, 1.0], "seeds": [42, 0], "probe_weight_decays": [1e-3, 1.0], "probe_max_iter": 20,
+    }  # fmt: skip
+    (tree / "suite.yaml").write_text(yaml.safe_dump(suite))
+    assert main(["bench", "--ckpt+", ckpts[0], "--ckpt+", ckpts[1], "--suite", str(tree / "suite.yaml"),
+                 "--out", str(tmp_path / "res")]) == 0  # fmt: skip
+    printed = capsys.readouterr().out
+    assert "| task | metric | clip | probmed |" in printed
+    summary = pd.read_csv(tmp_path / "res" / "bench.csv")
+    assert set(summary["method"]) == {"clip", "probmed"}
+    tasks = set(summary["task"])
+    assert {"zero-shot [class names]", "zero-shot [disjoint]", "linear probe 0.5", "linear probe 1",
+            "retrieval image→report", "retrieval report→image"} <= tasks  # fmt: skip
+    assert set(summary[summary["task"] == "uncertainty"]["method"]) <= {"probmed"}  # only probabilistic models
+    probe = summary[summary["task"] == "linear probe 1"]
+    assert (probe["n"] == 2).all()  # two seeds -> mean ± std
+    assert summary["mean"].between(0, 90).all()
+    runs = json.loads((tmp_path / "res" / "bench.json").read_text())
+    assert runs["suite"]["seeds"] == [42, 0] and len(runs["runs"]) > len(summary)
+
+
+def test_suite_validation_and_table_format(tmp_path: Path) -> None:
+    bad = {"name": "x", "dataset": {"kind": "mimic", "root": "."}, "classes": ["a"], "prompt_sets": {"p": {}}}
+    (tmp_path / "s.yaml").write_text(yaml.safe_dump(bad))
+    with pytest.raises(ValueError, match="prompt set 'p' has no prompts for \\['a'\\]"):
+        Suite.from_yaml(tmp_path / "s.yaml")
+    (tmp_path / "u.yaml").write_text(yaml.safe_dump({**bad, "typo": 1}))
+    with pytest.raises(ValueError, match="unknown keys"):
+        Suite.from_yaml(tmp_path / "u.yaml")
+    rows = [{"method": m, "task": "probe", "metric": "AUROC", "seed": s, "value": v}
+            for m, vals in (("A", (0.6, 0.8)), ("B", (0.7,))) for s, v in enumerate(vals)]  # fmt: skip
+    table = format_table(summarise(rows))
+    assert "| probe | AUROC | 0.700 ± 0.141 | 0.700 |" in table
+
+
+def test_help_lists_commands(capsys: pytest.CaptureFixture) -> None:
+    assert main(["--help"]) == 0
+    out = capsys.readouterr().out
+    assert all(c in out for c in ("fit", "bench", "generate", "demo"))
