@@ -19,7 +19,7 @@ from vlp_core.demo import DemoContext, DemoResult
 __all__ = ["run_demo"]
 
 SCALES = {
-    "small": {"n_train": 16, "n_val": 4, "n_test": 8, "steps": 30, "videos_per_batch": 4},
+    "small": {"n_train": 16, "n_val": 4, "n_test": 8, "steps": 40, "videos_per_batch": 4},
     "large": {"n_train": 32, "n_val": 8, "n_test": 16, "steps": 200, "videos_per_batch": 6},
     "tiny": {"n_train": 4, "n_val": 2, "n_test": 2, "steps": 4, "videos_per_batch": 2},
 }
