@@ -134,3 +134,28 @@ def test_shared_evaluation_controls_and_shuffled_pairs(fake_store) -> None:
     assert sorted(plain.frame["text"]) == sorted(shuf.frame["text"])
     assert (plain.frame["text"] == shuf.frame["text"]).mean() < 0.1
     assert torch.equal(plain[3]["ecg"]["signal"], shuf[3]["ecg"]["signal"])
+
+
+def test_random_encoder_controls_average_independent_draws(fake_store) -> None:
+    import numpy as np
+    import torch
+
+    from vlp_ecg.datasets import ECGStore, ECGTextDataset
+    from vlp_ecg.eval import evaluate_model, random_encoder_control, random_encoder_controls
+    from vlp_ecg.models import MELP
+
+    torch.manual_seed(0)
+    model = MELP(size="tiny", embed_dim=16, token_dim=16, text_max_length=16, weights={"token": 0, "beat": 0})
+    test = ECGTextDataset(ECGStore(fake_store), "test")
+    classes = ["SR", "AFIB", "CLBBB"]
+    avg = random_encoder_controls(model, test, classes, n_inits=3, seed=4, n_boot=20)
+    single = [evaluate_model(random_encoder_control(model, 4 + k), test, classes, n_boot=20, seed=4) for k in range(3)]
+    for ps in ("clinical", "descriptive"):
+        draws = [s[ps]["macro_auroc"] for s in single]
+        assert len(set(draws)) > 1  # the inits differ
+        assert avg[ps]["macro_draws"] == draws
+        assert abs(avg[ps]["macro_auroc"] - float(np.mean(draws))) < 1e-12
+        assert avg[ps]["macro_ci"] == [min(draws), max(draws)]
+        for c in classes:
+            want = np.mean([s[ps]["per_class"][c]["auroc"] for s in single])
+            assert abs(avg[ps]["per_class"][c]["auroc"] - want) < 1e-12
