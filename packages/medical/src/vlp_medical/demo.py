@@ -22,8 +22,22 @@ __all__ = ["DEMO_SCALES", "demo_suite", "prepare_demo_data", "pretrain", "run_de
 
 DEMO_SCALES: dict[str, dict[str, Any]] = {
     # time_limit_s only stops a run on a much slower machine (the step-based schedule is then cut short).
-    "small": {"n_images": 1200, "steps": 100, "batch_size": 48, "image_size": 64, "time_limit_s": 150.0},
-    "large": {"n_images": 6000, "steps": 1500, "batch_size": 128, "image_size": 96, "time_limit_s": 1800.0},
+    "small": {
+        "n_images": 1200,
+        "steps": 100,
+        "batch_size": 48,
+        "image_size": 64,
+        "arch": "resnet10t",
+        "time_limit_s": 150.0,
+    },
+    "large": {
+        "n_images": 6000,
+        "steps": 1500,
+        "batch_size": 128,
+        "image_size": 96,
+        "arch": "resnet10t",
+        "time_limit_s": 1800.0,
+    },
 }
 DATA_VERSION = "v1"
 VARIANTS = ("clip", "make", "probmed")
@@ -63,9 +77,12 @@ def _make_texts(decomposer: Any, labels: list[str]):
 
 def pretrain(
     method: str, index: pd.DataFrame, text_tower: Any, steps: int, batch_size: int, image_size: int, seed: int,
-    shuffle_pairs: bool = False, time_limit_s: float | None = None, progress: bool = False,
+    shuffle_pairs: bool = False, time_limit_s: float | None = None, progress: bool = False, arch: str = "resnet10t",
 ) -> Any:  # fmt: skip
-    """Pretrain one method on the index's train split for ``steps`` optimiser steps (Lightning, CPU)."""
+    """Pretrain one method on the index's train split for ``steps`` optimiser steps (Lightning, CPU).
+
+    ``arch``: the image tower (``"vit"`` or a timm CNN name, see :func:`vlp_medical.models.build_model`).
+    """
     import lightning as L
     from torch.utils.data import DataLoader
 
@@ -89,7 +106,7 @@ def pretrain(
                         train=True, texts=texts, cache=True, seed=seed)  # fmt: skip
     loader = DataLoader(ds, batch_size=batch_size, sampler=EpochSeededSampler(len(ds), seed), collate_fn=collate_cxr,
                         drop_last=True, num_workers=0)  # fmt: skip
-    model = build_model(method, embed_dim=128, image_tower={"img_size": image_size}, lr=2e-3, warmup_steps=15,
+    model = build_model(method, embed_dim=128, image_tower={"arch": arch, "img_size": image_size}, lr=2e-3, warmup_steps=15,
                         max_steps=steps)  # fmt: skip
     tower = copy.deepcopy(text_tower)
     if hasattr(model.towers["text"], "tower"):
@@ -146,10 +163,11 @@ def run_demo(ctx: Any) -> Any:
                                    ("control: shuffled pairs (CLIP)", "clip", True)]:  # fmt: skip
         ts = time.perf_counter()
         models[name] = pretrain(method, index, text, cfg["steps"], cfg["batch_size"], cfg["image_size"], ctx.seed,
-                                shuffle_pairs=shuffled, time_limit_s=cfg["time_limit_s"], progress=ctx.progress)  # fmt: skip
+                                shuffle_pairs=shuffled, time_limit_s=cfg["time_limit_s"], progress=ctx.progress,
+                                arch=cfg["arch"])  # fmt: skip
         seconds[name] = time.perf_counter() - ts
     torch.manual_seed(ctx.seed)
-    random_model = build_model("clip", embed_dim=128, image_tower={"img_size": cfg["image_size"]})
+    random_model = build_model("clip", embed_dim=128, image_tower={"arch": cfg["arch"], "img_size": cfg["image_size"]})
     random_model.towers["text"] = copy.deepcopy(text)
     models["control: random image tower"] = random_model.eval()
     ckpt_dir = out / "checkpoints"
@@ -189,7 +207,7 @@ def run_demo(ctx: Any) -> Any:
     notes = [
         f"Phantom MIMIC-CXR tree: {cfg['n_images']} frontal DICOM studies (70/10/20 % train/validate/test by patient), "
         f"read through the real MIMIC-CXR indexer and DICOM reader; {cfg['image_size']} px inputs.",
-        f"Each variant: {cfg['steps']} steps, batch {cfg['batch_size']}, 4-block ViT-tiny (8 px patches) + frozen "
+        f"Each variant: {cfg['steps']} steps, batch {cfg['batch_size']}, {cfg['arch']} image tower (from scratch) + frozen "
         "MiniLM with a trained projection. Controls: randomly initialised image tower; CLIP on shuffled image-report pairs.",
         "Zero-shot rows use the ground truth of the phantoms; 'disjoint' prompts share no wording with the reports.",
         "", table,
