@@ -94,6 +94,21 @@ def test_save_and_load_pretrained_roundtrip(tmp_path: Path) -> None:
         Pretrainer.from_pretrained(tmp_path)
 
 
+def test_from_pretrained_returns_eval_mode_so_batch_norm_uses_saved_statistics(tmp_path: Path) -> None:
+    from vlp_core.towers import ImageTower
+
+    torch.manual_seed(0)
+    tower = ImageTower("resnet10t", embed_dim=8, in_chans=1)
+    model = Pretrainer({"image": tower, "x": BoringTower(8, 8)}, [LossTerm("clip", ClipLoss(), inputs=("image", "x"))])
+    tower(torch.randn(6, 1, 32, 32))  # training mode: moves the running statistics away from their init
+    model.eval()
+    model.save_pretrained(tmp_path / "m")
+    loaded = Pretrainer.from_pretrained(tmp_path / "m")
+    assert not loaded.training and not any(m.training for m in loaded.modules())
+    x = torch.randn(3, 1, 32, 32)  # a batch-statistics forward (training mode) would not match
+    torch.testing.assert_close(loaded.encode("image", x).embedding, model.encode("image", x).embedding)
+
+
 def test_weight_decay_groups_exclude_norms_biases_and_temperatures() -> None:
     model = _model()
     groups = param_groups(model.named_parameters(), lr=1.0, weight_decay=0.2, lr_multipliers={"towers.y": 0.1})

@@ -52,6 +52,26 @@ def test_method_step_and_round_trip(method: str, tmp_path: Path) -> None:
         assert back.encode_image(x).shape == (4, 32)  # [mu, logvar]
 
 
+@pytest.mark.parametrize("method", ["clip", "make"])
+def test_cnn_image_tower_trains_and_round_trips(method: str, tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = build_model(method, embed_dim=16, image_tower={"arch": "resnet10t", "img_size": 32}, text_max_length=16)
+    img = model.towers["image"]
+    assert img.backbone.default_cfg["architecture"] == "resnet10t" and img.backbone.conv1[0].in_channels == 1
+    logs = model.compute_losses(_batch())
+    logs["loss"].backward()
+    assert img.proj.net.weight.grad is not None
+    if method == "make":  # tokens are the final feature-map positions ([B, 1, 1] at 32 px) and get gradient
+        assert img.token_proj.net.weight.grad is not None
+    model.eval()
+    model.save_pretrained(tmp_path / method)
+    back = MedicalPretrainer.from_pretrained(tmp_path / method)
+    x = _batch()["image"]
+    torch.testing.assert_close(back.encode_image(x), model.encode_image(x))
+    with pytest.raises(ValueError, match="apply to the ViT only"):
+        build_model("clip", embed_dim=16, image_tower={"arch": "resnet10t", "patch_size": 8})
+
+
 def test_make_batch_without_aspects_still_trains() -> None:
     model = build_model("make", embed_dim=16, image_tower=TINY, text_max_length=16)
     b = _batch()

@@ -275,6 +275,8 @@ class Pretrainer(L.LightningModule):
     ) -> Pretrainer:
         """Rebuild from :meth:`save_pretrained` output; weights are loaded strictly, no pickle involved.
 
+        The model is returned in eval mode (as transformers' ``from_pretrained`` does), so encoders with batch norm
+        or dropout give the saved model's outputs; ``Trainer.fit`` switches it back to training.
         ``config.json`` may only name registered vlp components and ``nn.Module`` classes of ``vlp_*`` / ``torch.nn``
         (see :func:`vlp_core.config.from_config`); ``trust_code=True`` lifts that for configs you trust like code.
         """
@@ -290,7 +292,7 @@ class Pretrainer(L.LightningModule):
             raise TypeError(f"{directory / CONFIG_NAME} describes {type(model).__name__}, not a Pretrainer")
         state = load_file(str(directory / WEIGHTS_NAME), device=str(map_location))
         model.load_state_dict(state, strict=True)
-        return model
+        return model.eval()
 
     def freeze_towers(self, names: Sequence[str]) -> None:
         """Freeze the named towers (LiT-style locking)."""
