@@ -72,3 +72,39 @@ def test_help_lists_commands(capsys: pytest.CaptureFixture) -> None:
     assert main(["--help"]) == 0
     out = capsys.readouterr().out
     assert all(c in out for c in ("fit", "bench", "generate", "demo"))
+
+
+class _Fixed:
+    """A stand-in model whose text embeddings are looked up from a table (to control every similarity)."""
+
+    def __init__(self, table: dict[str, torch.Tensor], similarity: torch.nn.Module) -> None:
+        self.table, self.similarity = table, similarity
+
+    def encode_text(self, texts: list[str]) -> torch.Tensor:
+        return torch.stack([self.table[t] for t in texts])
+
+
+def test_bench_retrieval_scores_ties_the_mean_way_and_matches_brute_force() -> None:
+    from vlp_core.similarity import CosineSimilarity
+    from vlp_medical.bench import _retrieval
+
+    texts = ["a", "b", "a", "c", "d", "b"]  # image i's report; "a" and "b" are shared by two images
+    g = torch.Generator().manual_seed(0)
+    table = {t: torch.randn(8, generator=g) for t in "abcd"}
+    # Degenerate model: every similarity equal. Mean ties: rank = 1 + (4 - 1) / 2 = 2.5 for every image -> R@1 = 0.
+    flat = _Fixed({t: torch.ones(8) for t in "abcd"}, CosineSimilarity())
+    out, ranks = _retrieval(flat, torch.ones(6, 8), texts, ks=(1, 5))
+    assert torch.allclose(ranks.double(), torch.full((6,), 2.5, dtype=torch.float64))
+    assert out["i2t_R@1"] == 0.0 and out["i2t_R@5"] == 1.0
+    # Random embeddings: ranks equal a brute-force count over the unique texts (no ties with random floats).
+    model = _Fixed(table, CosineSimilarity())
+    img = torch.randn(6, 8, generator=g)
+    out, ranks = _retrieval(model, img, texts, ks=(1,))
+    unique = sorted(set(texts))
+    sim = (
+        torch.nn.functional.normalize(img, dim=1)
+        @ torch.nn.functional.normalize(torch.stack([table[t] for t in unique]), dim=1).T
+    )
+    want = [1 + int((sim[i] > sim[i, unique.index(t)]).sum()) for i, t in enumerate(texts)]
+    assert ranks.tolist() == want
+    assert out["i2t_R@1"] == sum(r == 1 for r in want) / 6

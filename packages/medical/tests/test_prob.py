@@ -163,6 +163,29 @@ def test_probabilistic_tower_convention() -> None:
     d = base.output_dim
     assert out.embedding.shape == (2, 2 * d) and tower.output_dim == 2 * d
     mu, logvar = split_gaussian(out.embedding)
-    torch.testing.assert_close(mu, base(x).embedding)
+    torch.testing.assert_close(mu, torch.nn.functional.normalize(base(x).embedding, dim=-1))  # unit means
     assert torch.allclose(logvar, torch.full_like(logvar, -3.0))  # zero-initialised log σ² head
     torch.testing.assert_close(uncertainty(out.embedding), torch.full((2,), d * math.exp(-3.0)))
+    raw = ProbabilisticTower(base, normalize_mean=False)
+    torch.testing.assert_close(split_gaussian(raw(x).embedding)[0], base(x).embedding)
+
+
+def test_fresh_probabilistic_towers_do_not_saturate_the_hellinger_similarity() -> None:
+    """Regression: with raw (un-normalised) means of a fresh 128-d projection every Bhattacharyya coefficient
+    underflowed, PS was exactly 0 for all pairs, the loss had no gradient and zero-shot sat at 0.500."""
+    from vlp_core.testing import BoringTower
+
+    torch.manual_seed(0)
+    img, txt = ProbabilisticTower(BoringTower(32, 128)), ProbabilisticTower(BoringTower(32, 128))
+    a, b = img(torch.randn(16, 32)).embedding, txt(torch.randn(16, 32)).embedding
+    ps = HellingerSimilarity()(a, b)
+    assert ps.requires_grad
+    ps = ps.detach()
+    assert float(ps.std()) > 1e-3 and float(ps.min()) > 0.0  # distinct, not underflowed
+    loss = HellingerInfoNCE()(img(torch.randn(16, 32)).embedding, txt(torch.randn(16, 32)).embedding)["loss"]
+    loss.backward()
+    grads = [p.grad for p in img.parameters() if p.grad is not None]
+    assert grads and max(float(g.abs().max()) for g in grads) > 1e-4
+    saturated = ProbabilisticTower(BoringTower(32, 128), init_logvar=-4.0, normalize_mean=False)
+    sat = HellingerSimilarity()(saturated(torch.randn(16, 32) * 10).embedding, b.detach())
+    assert float(sat.detach().max()) < 1e-3  # what the old default did: (near) zero similarity everywhere

@@ -21,7 +21,6 @@ Full fine-tuning and segmentation are not part of this runner.
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,7 +32,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader
 
-from vlp_core.eval import binary_auroc, linear_probe, metrics_from_ranks, multilabel_auroc
+from vlp_core.eval import binary_auroc, linear_probe, metrics_from_ranks, multilabel_auroc, retrieval_ranks
 from vlp_medical.datasets import CxrTextDataset, collate_cxr, manifest_index, mimic_cxr_index
 from vlp_medical.prob import split_gaussian, uncertainty
 from vlp_medical.transforms import CxrTransform
@@ -191,19 +190,20 @@ def zero_shot_scores(
 
 
 def _retrieval(model: Any, img: Tensor, texts: list[str], ks: Sequence[int]) -> tuple[dict[str, float], Tensor]:
+    """R@K / median rank both ways with core's :func:`~vlp_core.eval.retrieval_ranks` and the model's similarity.
+
+    Identical report texts are one gallery item (every image carrying it is a positive of the text). Ties are
+    scored the mean way (core's default): a model that scores everything alike gets chance-level ranks, not R@1 = 1.
+    Returns the metrics and the image→text ranks ``[N]`` (float; > 1 = not uniquely top-1).
+    """
     unique = sorted(set(texts))
     pos = {t: i for i, t in enumerate(unique)}
     gt = torch.tensor([pos[t] for t in texts])
     txt = encode_texts(model, unique)
-    sim = model.similarity(img, txt)  # [N, U]
-    best = sim.gather(1, gt[:, None])
-    i2t_ranks = 1 + (sim > best).sum(1)
-    # text -> image: every image carrying the text is a positive; rank of the best one.
-    sim_t = sim.T  # [U, N]
-    owner = torch.zeros(len(unique), len(texts), dtype=torch.bool)
-    owner[gt, torch.arange(len(texts))] = True
-    best_t = sim_t.masked_fill(~owner, -math.inf).max(1, keepdim=True).values
-    t2i_ranks = 1 + ((sim_t > best_t) & ~owner).sum(1)
+    i2t_ranks = retrieval_ranks(img, txt, gt, similarity=model.similarity)
+    t2i_ranks = retrieval_ranks(
+        txt, img, query_ids=torch.arange(len(unique)), gallery_ids=gt, similarity=model.similarity
+    )
     out = {f"i2t_{k}": v for k, v in metrics_from_ranks(i2t_ranks, ks).items()}
     out.update({f"t2i_{k}": v for k, v in metrics_from_ranks(t2i_ranks, ks).items()})
     return out, i2t_ranks

@@ -163,19 +163,29 @@ class ProbabilisticHead(Configurable, nn.Module):
         mean: ``"linear"`` (a fresh projection) or ``"identity"`` (the feature is already the mean; needs
             ``in_dim == embed_dim``; ProbMed initialises μ from the backbone projection).
         init_logvar: initial log σ² (bias of the zero-initialised log-variance layer).
+        normalize_mean: put μ on the unit sphere (as PCME++ and CLIP-style spaces do). Without it the squared mean
+            distances of a fresh projection are in the tens, every Bhattacharyya coefficient underflows
+            (``H² = 1``, ``PS = 0`` for all pairs) and a Hellinger loss gets no gradient.
     """
 
-    def __init__(self, in_dim: int, embed_dim: int, mean: str = "identity", init_logvar: float = -4.0) -> None:
+    def __init__(
+        self, in_dim: int, embed_dim: int, mean: str = "identity", init_logvar: float = -4.0,
+        normalize_mean: bool = False,
+    ) -> None:  # fmt: skip
         super().__init__()
         if mean == "identity" and in_dim != embed_dim:
             raise ValueError(f"mean='identity' needs in_dim == embed_dim, got {in_dim} and {embed_dim}")
         self.mean = nn.Identity() if mean == "identity" else nn.Linear(in_dim, embed_dim)
         self.logvar = nn.Linear(in_dim, embed_dim)
+        self.normalize_mean = normalize_mean
         nn.init.zeros_(self.logvar.weight)
         nn.init.constant_(self.logvar.bias, init_logvar)
 
     def forward(self, x: Tensor) -> Tensor:
-        return torch.cat([self.mean(x), self.logvar(x).clamp(*LOGVAR_RANGE)], dim=-1)
+        mu = self.mean(x)
+        if self.normalize_mean:
+            mu = F.normalize(mu, dim=-1)
+        return torch.cat([mu, self.logvar(x).clamp(*LOGVAR_RANGE)], dim=-1)
 
 
 class ProbabilisticTower(Tower):
@@ -185,14 +195,16 @@ class ProbabilisticTower(Tower):
 
     Args:
         tower: the deterministic tower (its ``output_dim`` is D).
-        init_logvar: initial log σ².
+        init_logvar: initial log σ². With unit means two unrelated items (``‖Δμ‖² ≈ 2``) start at
+            ``log BC ≈ -1 / (4σ²) ≈ -3`` for the default ``-2.5``: far from both 0 and underflow.
+        normalize_mean: unit-norm μ (see :class:`ProbabilisticHead`); the default.
     """
 
-    def __init__(self, tower: nn.Module, init_logvar: float = -4.0) -> None:
+    def __init__(self, tower: nn.Module, init_logvar: float = -2.5, normalize_mean: bool = True) -> None:
         super().__init__()
         self.tower = tower
         d = int(tower.output_dim)
-        self.head = ProbabilisticHead(d, d, mean="identity", init_logvar=init_logvar)
+        self.head = ProbabilisticHead(d, d, mean="identity", init_logvar=init_logvar, normalize_mean=normalize_mean)
         self.output_dim = 2 * d
         self.token_dim = getattr(tower, "token_dim", None)
 
