@@ -28,7 +28,7 @@ DEMO_SCALES: dict[str, dict[str, Any]] = {
         "batch_size": 48,
         "image_size": 64,
         "arch": "resnet10t",
-        "time_limit_s": 150.0,
+        "time_limit_s": 600.0,
     },
     "large": {
         "n_images": 6000,
