@@ -148,8 +148,8 @@ def test_random_encoder_controls_average_independent_draws(fake_store) -> None:
     model = MELP(size="tiny", embed_dim=16, token_dim=16, text_max_length=16, weights={"token": 0, "beat": 0})
     test = ECGTextDataset(ECGStore(fake_store), "test")
     classes = ["SR", "AFIB", "CLBBB"]
-    avg = random_encoder_controls(model, test, classes, n_inits=3, seed=4, n_boot=20)
-    single = [evaluate_model(random_encoder_control(model, 4 + k), test, classes, n_boot=20, seed=4) for k in range(3)]
+    avg = random_encoder_controls(model, test, classes, n_inits=2, seed=4, n_boot=5)
+    single = [evaluate_model(random_encoder_control(model, 4 + k), test, classes, n_boot=5, seed=4) for k in range(2)]
     for ps in ("clinical", "descriptive"):
         draws = [s[ps]["macro_auroc"] for s in single]
         assert len(set(draws)) > 1  # the inits differ
