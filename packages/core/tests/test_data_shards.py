@@ -155,6 +155,9 @@ def test_killed_writer_resumes_without_rewriting_complete_shards(tmp_path: Path,
     assert len(before) >= 2  # complete shards exist from the killed run
     with pytest.raises(ShardError, match="writer did not finish"):
         ShardDataset(out)
+    killed = subprocess.run([sys.executable, str(SCRIPT), str(out), "57"], capture_output=True, text=True,
+                            timeout=300, start_new_session=True, env=env)  # killed a second time  # fmt: skip
+    assert killed.returncode == -9, killed.stderr[-2000:]
     done = subprocess.run([sys.executable, str(SCRIPT), str(out)], capture_output=True, text=True, timeout=300,
                           env=env)  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]

@@ -4,8 +4,10 @@ sees exactly the sample ids of an uninterrupted run."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
 from collections import Counter
@@ -85,15 +87,30 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _run(*args: str, env: dict | None = None, kill: bool = False) -> None:
-    """Both ranks started at once, as torchrun or SLURM would (Lightning then launches nothing itself)."""
+def _run(source: str, out: Path, *args: str, env: dict | None = None, kill: bool = False) -> None:
+    """Both ranks started at once, as torchrun or SLURM would (Lightning then launches nothing itself). Output goes
+    to files, not pipes (a killed rank's loader workers must not hold a pipe open), and each rank's process group,
+    workers included, is killed afterwards."""
+    out.mkdir(parents=True, exist_ok=True)
     base = {**os.environ, **(env or {}), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_free_port()),
             "WORLD_SIZE": "2", "NODE_RANK": "0"}  # fmt: skip
-    procs = [subprocess.Popen([sys.executable, str(SCRIPT), *args], env={**base, "LOCAL_RANK": str(r)},
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for r in (0, 1)]  # fmt: skip
-    for rank, proc in enumerate(procs):
-        _, err = proc.communicate(timeout=600)
-        assert proc.returncode == (-9 if kill else 0), f"rank {rank}: {err[-3000:]}"
+    procs = []
+    try:
+        for r in (0, 1):
+            log = (out / f"{args[0]}-rank{r}.log").open("w")
+            procs.append((subprocess.Popen([sys.executable, str(SCRIPT), source, str(out), *args], stdout=log,
+                                           stderr=subprocess.STDOUT, env={**base, "LOCAL_RANK": str(r)},
+                                           start_new_session=True), log))  # fmt: skip
+        for proc, _ in procs:
+            proc.wait(timeout=400)
+    finally:
+        for proc, log in procs:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            log.close()
+    for r, (proc, _) in enumerate(procs):
+        tail = (out / f"{args[0]}-rank{r}.log").read_text()[-3000:]
+        assert proc.returncode == (-9 if kill else 0), f"rank {r}: {tail}"
 
 
 def _steps(out: Path, mode: str) -> dict[int, dict[int, list[str]]]:
@@ -121,7 +138,7 @@ def test_ddp_streaming_killed_mid_epoch_resumes_with_exactly_the_same_ids(
             storage_options=s3_emulator, progress=False)  # fmt: skip
     n_train = json.loads((ecg_shards / "train" / "vlp_shards.json").read_text())["n_samples"]
     straight = tmp_path / "straight"
-    _run(str(ecg_shards), str(straight), "straight")
+    _run(str(ecg_shards), straight, "straight")
     ref = _steps(straight, "straight")
     per_epoch = n_train // 8  # steps per epoch: 2 ranks x batch 4
     assert len(ref[0]) == len(ref[1]) == script.TOTAL and script.CKPT_STEP % per_epoch != 0
@@ -133,10 +150,10 @@ def test_ddp_streaming_killed_mid_epoch_resumes_with_exactly_the_same_ids(
               "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}  # fmt: skip
     for name, source, env in (("local", str(ecg_shards), {}), ("s3", url, env_s3)):
         out = tmp_path / name
-        _run(source, str(out), "first", env=env, kill=True)
+        _run(source, out, "first", env=env, kill=True)
         ckpts = sorted((out / "ckpt").glob("*.ckpt"))
         assert len(ckpts) == 1 and f"step={script.CKPT_STEP}" in ckpts[0].name
-        _run(source, str(out), "resume", str(ckpts[0]), env=env)
+        _run(source, out, "resume", str(ckpts[0]), env=env)
         first, resumed = _steps(out, "first"), _steps(out, "resume")
         for rank in (0, 1):
             assert max(first[rank]) == script.KILL_STEP  # it really ran past the checkpoint before the kill

@@ -196,8 +196,9 @@ class _Encode:
 
     Inputs arrive as ``(position, input)``. Each worker logs every position it consumes (``ok`` or ``skip``) to
     ``<log_dir>/worker-<rank>.log``; positions in ``done`` (already in complete shards of a killed run) return
-    ``None`` without work. This makes litdata's checkpoint resume exact when the domain skips bad inputs: litdata
-    counts *samples* where it means *inputs* and would otherwise write a sample twice after a resume.
+    ``None`` without work. This makes litdata's checkpoint resume exact: litdata restarts a worker at an offset
+    that counts *samples* where it means *inputs* (wrong once the domain skipped a bad input) and, after a second
+    kill, only the samples of the last run; either way it would otherwise write samples twice.
     """
 
     def __init__(self, fn: Callable[[Any], Mapping[str, Any] | None], log_dir: str, done: set[int]) -> None:
@@ -221,7 +222,8 @@ def _positions_in_complete_shards(local: Path, log_dir: Path) -> set[int]:
     for log in sorted(log_dir.glob("worker-*.log")):
         rank = log.stem.split("-", 1)[1]
         ckpt = local / ".checkpoints" / f"checkpoint-{rank}.json"
-        n_done = int(json.loads(ckpt.read_text()).get("inputs_done", 0)) if ckpt.is_file() else 0
+        # samples_written counts every shard of the worker, over all runs (litdata's inputs_done restarts at 0)
+        n_done = int(json.loads(ckpt.read_text()).get("samples_written", 0)) if ckpt.is_file() else 0
         kept, oks = [], 0
         for line in log.read_text().splitlines():
             if oks >= n_done:
