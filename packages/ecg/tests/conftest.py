@@ -32,3 +32,21 @@ def fake_store(fake_ptbxl: Path, tmp_path_factory: pytest.TempPathFactory) -> Pa
     out = tmp_path_factory.mktemp("store")
     prepare_store(ptbxl_index(fake_ptbxl, labels="all"), out, LoadConfig(target_fs=100.0), progress=False)
     return out
+
+
+@pytest.fixture(scope="module")
+def s3_emulator():
+    """A local S3 emulator (moto) on 127.0.0.1 with an empty bucket ``vlp-test``; yields boto3 storage options.
+
+    Nothing leaves the machine: the endpoint is plain http on localhost and the credentials are dummies."""
+    moto_server = pytest.importorskip("moto.server")
+    import boto3
+
+    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    opts = {"endpoint_url": f"http://{host}:{port}", "aws_access_key_id": "testing",
+            "aws_secret_access_key": "testing", "region_name": "us-east-1"}  # fmt: skip
+    boto3.client("s3", **opts).create_bucket(Bucket="vlp-test")
+    yield opts
+    server.stop()

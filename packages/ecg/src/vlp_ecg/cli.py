@@ -31,13 +31,18 @@ def prepare(
     skip_bad: bool = False,
     dtype: str = "float32",
     progress: bool = True,
+    format: str = "memmap",
+    num_workers: int | None = None,
+    chunk_bytes: str = "64MB",
+    storage_options: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Decode a dataset once into a memory-mapped store for training.
+    """Decode a dataset once into a memory-mapped store (default) or sharded streams for training.
 
     Args:
         dataset: ptbxl, mimic, ptbdb or manifest.
         root: dataset folder (manifest file for manifest).
-        out: output store folder.
+        out: output store folder; with --format shards a folder or URL (s3://bucket/prefix) holding one shard
+            stream per split (train/val/test).
         sampling_rate: PTB-XL records100 or records500.
         target_fs: stored rate (Hz).
         duration: stored length (s).
@@ -53,14 +58,28 @@ def prepare(
         skip_bad: skip and count bad records instead of stopping.
         dtype: float32 or float16.
         progress: progress bar.
+        format: memmap (one memory-mapped store, right for PTB-XL-sized data) or shards (litdata shards, for
+            MIMIC-IV-ECG-sized data or object storage; train with --data.init_args.shards OUT).
+        num_workers: shards only: writer processes (default: all cores).
+        chunk_bytes: shards only: target shard size.
+        storage_options: shards only: credentials/endpoint for a URL (boto3 keywords, e.g. endpoint_url); default:
+            the AWS environment variables/profiles.
     """
-    from vlp_ecg.datasets import LoadConfig, index_dataset, prepare_store, prepare_summary
+    from vlp_ecg.datasets import LoadConfig, index_dataset, prepare_shards, prepare_store, prepare_summary
 
     kwargs = {"sampling_rate": sampling_rate, "labels": labels, "text": text} if dataset == "ptbxl" else {}
     index = index_dataset(dataset, root, **kwargs)
     cfg = LoadConfig(target_fs=target_fs, duration=duration, expected_fs=expected_fs,
                      bandpass=tuple(bandpass) if bandpass else None, notch=notch, missing=missing, nan=nan,
                      max_nan_gap=max_nan_gap, max_nan_fraction=max_nan_fraction)  # fmt: skip
+    if format == "shards":
+        res = prepare_shards(index, out, cfg, skip_bad=skip_bad, dtype=dtype, num_workers=num_workers,
+                             chunk_bytes=chunk_bytes, storage_options=storage_options, progress=progress)  # fmt: skip
+        counts = ", ".join(f"{k}: {m['n_samples']} in {m['n_shards']} shards" for k, m in res["splits"].items())
+        print(f"prepared {res['n']} records as shards ({counts}), {res['skipped']} skipped -> {out}")
+        return res
+    if format != "memmap":
+        raise ValueError(f"--format must be memmap or shards, got {format!r}")
     meta = prepare_store(index, out, cfg, skip_bad=skip_bad, dtype=dtype, progress=progress)
     print(f"{prepare_summary(meta)} -> {out}")
     return meta

@@ -15,7 +15,7 @@ import math
 import os
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +37,8 @@ __all__ = [
     "LABEL_LEVELS",
     "ECGDataModule",
     "ECGIndex",
+    "ECGShardItem",
+    "ECGShardSample",
     "ECGStore",
     "ECGTextDataset",
     "clean_report",
@@ -45,6 +47,7 @@ __all__ = [
     "load_scp_statements",
     "manifest_index",
     "mimic_index",
+    "prepare_shards",
     "prepare_store",
     "prepare_summary",
     "ptbdb_index",
@@ -654,25 +657,137 @@ class ECGTextDataset(Dataset):
             if g.skipped:
                 return None
         rng = _sample_rng(self.seed, epoch, i)
-        if self.augment is not None:
-            s = self.augment(s, rng)
-        if self.normalize is not None:
-            s = self.normalize(s)
-        if self.lead_mask is not None:
-            s = self.lead_mask(s, rng)
-        r = np.full(self.max_beats, -1, dtype=np.int64)
-        rp = np.asarray(s.get("rpeaks", []), dtype=np.int64)[: self.max_beats]
-        r[: len(rp)] = rp
-        return {
-            "ecg": {
-                "signal": torch.from_numpy(np.ascontiguousarray(s["ecg"], dtype=np.float32)),
-                "lead_mask": torch.from_numpy(np.asarray(s["lead_mask"], bool)),
-                "rpeaks": torch.from_numpy(r),
-            },
-            "text": str(row["text"]),
-            "labels": torch.from_numpy(self.labels[i]),
-            "key": str(row["key"]),
-        }
+        return _finish_item(s, str(row["text"]), self.labels[i], str(row["key"]), rng, self.augment, self.normalize,
+                            self.lead_mask, self.max_beats)  # fmt: skip
+
+
+def _finish_item(
+    s: dict[str, Any], text: str, labels: np.ndarray, key: str, rng: np.random.Generator, augment: Any,
+    normalize: Any, lead_mask: Any, max_beats: int,
+) -> dict[str, Any]:  # fmt: skip
+    """Augment, normalise, mask leads and pad R peaks: the training item shared by the memmap and shard paths."""
+    if augment is not None:
+        s = augment(s, rng)
+    if normalize is not None:
+        s = normalize(s)
+    if lead_mask is not None:
+        s = lead_mask(s, rng)
+    r = np.full(max_beats, -1, dtype=np.int64)
+    rp = np.asarray(s.get("rpeaks", []), dtype=np.int64)[:max_beats]
+    r[: len(rp)] = rp
+    return {
+        "ecg": {
+            "signal": torch.from_numpy(np.ascontiguousarray(s["ecg"], dtype=np.float32)),
+            "lead_mask": torch.from_numpy(np.asarray(s["lead_mask"], bool)),
+            "rpeaks": torch.from_numpy(r),
+        },
+        "text": text,
+        "labels": torch.from_numpy(np.asarray(labels, dtype=np.float32)),
+        "key": key,
+    }
+
+
+# ---------------------------------------------------------------------------------------------------- shards
+def shard_config(cfg: LoadConfig, dtype: str = "float32", max_beats: int = 40) -> dict[str, Any]:
+    """The preprocessing config stored (and hashed) in an ECG shard manifest."""
+    out = {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(cfg).items()}
+    out["leads"] = list(cfg.leads)
+    out["target_fs"], out["duration"] = float(cfg.target_fs), float(cfg.duration)
+    return {**out, "dtype": dtype, "max_beats": int(max_beats)}
+
+
+class ECGShardSample:
+    """Writer function of :func:`prepare_shards` (runs in the writer workers): one index row -> a prepared sample
+    ``{"id", "text", "labels" (names), "signal" [C, T], "lead_mask" [C] bool, "valid_len" int, "rpeaks"
+    [max_beats] int32 (-1 padded)}``, or ``None`` for a bad record when ``skip_bad``."""
+
+    def __init__(self, cfg: LoadConfig, dtype: str = "float32", max_beats: int = 40, skip_bad: bool = False) -> None:
+        self.cfg, self.dtype, self.max_beats, self.skip_bad = cfg, dtype, max_beats, skip_bad
+
+    def __call__(self, row: dict[str, Any]) -> dict[str, Any] | None:
+        try:
+            s = load_sample(row["path"], row["text"], row["key"], self.cfg, row.get("log_name"))
+        except (BadInputError, OSError):
+            if self.skip_bad:
+                return None
+            raise
+        n = int(s["ecg_mask"].sum())
+        r = np.full(self.max_beats, -1, dtype=np.int32)
+        peaks = detect_rpeaks(s["ecg"][s["lead_mask"]][:, :n], self.cfg.target_fs)[: self.max_beats]
+        r[: len(peaks)] = peaks
+        return {"id": str(row["key"]), "text": str(row["text"]), "labels": list(row["labels"]),
+                "signal": s["ecg"].astype(self.dtype), "lead_mask": np.asarray(s["lead_mask"], bool), "valid_len": n,
+                "rpeaks": r}  # fmt: skip
+
+
+def prepare_shards(
+    index: ECGIndex,
+    out: str,
+    cfg: LoadConfig | None = None,
+    *,
+    skip_bad: bool = False,
+    dtype: str = "float32",
+    max_beats: int = 40,
+    splits: Sequence[str] | None = None,
+    num_workers: int | None = None,
+    chunk_bytes: int | str = "64MB",
+    storage_options: dict[str, Any] | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Decode every record once into sharded streams, one per split (``<out>/train``, ``<out>/val``, ...).
+
+    The sharded twin of :func:`prepare_store` for data too large for one memory-mapped file or kept in object
+    storage (core's :func:`~vlp_core.data.shards.write_shards`). ``out`` is a folder or a URL such as
+    ``s3://bucket/ecg/mimic`` (credentials and endpoint from ``storage_options`` or the AWS environment).
+    Re-running after a kill finishes the job without rewriting complete shards.
+
+    Returns:
+        ``{"n": records kept, "skipped": records skipped, "splits": {split: manifest}}``.
+    """
+    from vlp_core.data.shards import write_shards
+
+    cfg = cfg or LoadConfig()
+    frame = index.frame if splits is None else index.frame[index.frame["split"].isin(list(splits))]
+    extra = {"fs": float(cfg.target_fs), "leads": list(cfg.leads), "classes": index.classes, "source": index.name,
+             "info": index.info}  # fmt: skip
+    fn = ECGShardSample(cfg, dtype, max_beats, skip_bad)
+    manifests = {}
+    for split in [s for s in ("train", "val", "test") if (frame["split"] == s).any()]:
+        part = frame[frame["split"] == split]
+        rows = [{"path": r["path"], "text": r["text"], "key": str(r["key"]), "labels": list(r["labels"]),
+                 "log_name": _log_name(r)} for _, r in part.iterrows()]  # fmt: skip
+        manifests[split] = write_shards(fn, rows, f"{str(out).rstrip('/')}/{split}", domain="ecg",
+                                        config=shard_config(cfg, dtype, max_beats), split=split, extra=extra,
+                                        chunk_bytes=chunk_bytes, num_workers=num_workers,
+                                        storage_options=storage_options, progress=progress)  # fmt: skip
+    return {"n": sum(m["n_samples"] for m in manifests.values()),
+            "skipped": sum(m["n_skipped"] for m in manifests.values()), "splits": manifests}  # fmt: skip
+
+
+class ECGShardItem:
+    """Item transform of ECG shards (picklable, runs in the loader workers): a stored sample -> the same training
+    item as :class:`ECGTextDataset` (``{"ecg": {"signal" [C, T] float32, "lead_mask" [C] bool, "rpeaks"
+    [max_beats] long}, "text", "labels" [K] float32 by class name, "key"}``); augmentation drawn from
+    ``(seed, epoch, index)``."""
+
+    def __init__(self, classes: Sequence[str], fs: float, normalize: str = "zscore",
+                 augment: Sequence[dict[str, Any]] | None = None, lead_mask_p: float = 0.0, max_beats: int = 40,
+                 seed: int = 0) -> None:  # fmt: skip
+        self.classes, self.fs, self.max_beats, self.seed = list(classes), float(fs), max_beats, seed
+        self.augment = build_transforms(augment, seed) if augment else None
+        self.normalize = Normalize(normalize) if normalize else None
+        self.lead_mask = RandomLeadMask(lead_mask_p) if lead_mask_p > 0 else None
+
+    def __call__(self, sample: dict[str, Any], index: int, epoch: int) -> dict[str, Any]:
+        x = np.asarray(sample["signal"], dtype=np.float32)
+        tmask = np.zeros(x.shape[-1], bool)
+        tmask[: int(sample["valid_len"])] = True
+        r = np.asarray(sample["rpeaks"])
+        s = {"ecg": x, "fs": self.fs, "lead_mask": np.asarray(sample["lead_mask"], bool).copy(), "ecg_mask": tmask,
+             "rpeaks": r[r >= 0].astype(np.int64)}  # fmt: skip
+        labels = labels_to_matrix([sample["labels"]], self.classes)[0]
+        return _finish_item(s, str(sample["text"]), labels, str(sample["id"]), _sample_rng(self.seed, epoch, index),
+                            self.augment, self.normalize, self.lead_mask, self.max_beats)  # fmt: skip
 
 
 def collate_ecg(samples: Sequence[dict[str, Any] | None]) -> dict[str, Any]:
@@ -689,29 +804,36 @@ def collate_ecg(samples: Sequence[dict[str, Any] | None]) -> dict[str, Any]:
 class ECGDataModule(PairedDataModule):
     """Lightning data module for ECG-report pretraining.
 
-        Args:
-            dataset: ``ptbxl``, ``mimic``, ``ptbdb`` or ``manifest`` (ignored when ``store`` is given).
-            root: dataset folder (manifest file for ``manifest``).
-            store: a prepared store folder (``vlp-ecg prepare``); preferred for training.
-            sampling_rate: PTB-XL ``records100`` or ``records500``.
-            labels: PTB-XL label level.
-            text: PTB-XL text source (``report`` or ``statements``).
-            target_fs: model input rate (Hz).
-            duration: model input length (s).
-            expected_fs: reject records at another rate.
-            normalize: normalisation mode.
-            augment: training augmentation specs (see :func:`vlp_ecg.transforms.build_transforms`).
-            lead_mask_p: training random lead masking probability.
-            skip_bad: skip (and count) bad records.
-            max_beats: R peaks per record.
-            batch_size / num_workers / seed: loader settings.
-            missing / flat: lead policies for WFDB sources (see :func:`vlp_ecg.io.read_record`).
-            nan / max_nan_gap / max_nan_fraction: invalid-sample policy for WFDB sources (see :class:`LoadConfig`).
-            shuffle_pairs: control runs only: train on ECGs paired with other records' reports.
+    Args:
+        dataset: ``ptbxl``, ``mimic``, ``ptbdb`` or ``manifest`` (ignored when ``store`` is given).
+        root: dataset folder (manifest file for ``manifest``).
+        store: a prepared store folder (``vlp-ecg prepare``); preferred for training.
+        shards: a prepared shard root (``vlp-ecg prepare --format shards``), a folder or a URL such as
+            ``s3://bucket/ecg/mimic`` holding ``train``/``val``/``test``: streamed (litdata), for data too large
+            for one memory-mapped file or kept in object storage. ``target_fs`` and ``duration`` must match the
+            shards' preprocessing (checked against their manifest).
+        storage_options: credentials/endpoint for remote ``shards`` (boto3 keywords, e.g. ``endpoint_url``);
+            default: the AWS environment variables/profiles. Never put secrets in a committed config.
+        cache_dir: local cache for remote shards (default: litdata's).
+        sampling_rate: PTB-XL ``records100`` or ``records500``.
+        labels: PTB-XL label level.
+        text: PTB-XL text source (``report`` or ``statements``).
+        target_fs: model input rate (Hz).
+        duration: model input length (s).
+        expected_fs: reject records at another rate.
+        normalize: normalisation mode.
+        augment: training augmentation specs (see :func:`vlp_ecg.transforms.build_transforms`).
+        lead_mask_p: training random lead masking probability.
+        skip_bad: skip (and count) bad records.
+        max_beats: R peaks per record.
+        batch_size / num_workers / seed: loader settings.
+        missing / flat: lead policies for WFDB sources (see :func:`vlp_ecg.io.read_record`).
+        nan / max_nan_gap / max_nan_fraction: invalid-sample policy for WFDB sources (see :class:`LoadConfig`).
+        shuffle_pairs: control runs only: train on ECGs paired with other records' reports.
 
-        Training items are drawn as ``(epoch, index)`` (core's :class:`~vlp_core.training.EpochIndexSampler`), so
-        augmentation depends on ``(seed, epoch, index)`` only, also inside persistent workers.
-    >>>>>>> main
+    Training items are drawn as ``(epoch, index)`` (core's :class:`~vlp_core.training.EpochIndexSampler`), so
+    augmentation depends on ``(seed, epoch, index)`` only, also inside persistent workers. Shard training
+    draws it from ``(seed, epoch, global sample index)``.
     """
 
     epoch_index = True
@@ -721,6 +843,9 @@ class ECGDataModule(PairedDataModule):
         dataset: str = "ptbxl",
         root: str | None = None,
         store: str | None = None,
+        shards: str | None = None,
+        storage_options: dict[str, Any] | None = None,
+        cache_dir: str | None = None,
         sampling_rate: int = 100,
         labels: str = "superclass",
         text: str = "report",
@@ -744,9 +869,12 @@ class ECGDataModule(PairedDataModule):
     ) -> None:
         super().__init__(batch_size=batch_size, num_workers=num_workers, seed=seed)
         self.shuffle_pairs = shuffle_pairs
-        if store is None and root is None:
-            raise ValueError("ECGDataModule needs a prepared `store` or a dataset `root`")
+        if store is None and root is None and shards is None:
+            raise ValueError("ECGDataModule needs a prepared `store`, prepared `shards` or a dataset `root`")
+        if store is not None and shards is not None:
+            raise ValueError(f"ECGDataModule: give a memmap `store` ({store}) or `shards` ({shards}), not both")
         self.dataset, self.root, self.store = dataset, root, store
+        self.shards, self.storage_options, self.cache_dir = shards, storage_options, cache_dir
         self.sampling_rate, self.label_level, self.text = sampling_rate, labels, text
         self.cfg = LoadConfig(target_fs=target_fs, duration=duration, expected_fs=expected_fs, missing=missing,
                               flat=flat, nan=nan, max_nan_gap=max_nan_gap, max_nan_fraction=max_nan_fraction)  # fmt: skip
@@ -756,6 +884,10 @@ class ECGDataModule(PairedDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is not None:
             self._check_model_fs()  # also when set up earlier by hand, before the trainer attached the model
+            return
+        if self.shards is not None:
+            self._setup_shards()
+            self._check_model_fs()
             return
         if self.store is not None:
             source: ECGStore | ECGIndex = ECGStore(self.store)
@@ -771,6 +903,39 @@ class ECGDataModule(PairedDataModule):
         self.test_set = ECGTextDataset(source, "test", **common) if (source_has(source, "test")) else None
         self.data_fs = source.fs if isinstance(source, ECGStore) else float(self.cfg.target_fs)
         self._check_model_fs()
+
+    def _setup_shards(self) -> None:
+        from vlp_core.data.shards import ShardConfigError, ShardDataset, ShardError
+
+        assert self.shards is not None
+        expect = {"target_fs": float(self.cfg.target_fs), "duration": float(self.cfg.duration)}
+        common: dict[str, Any] = {"expect_domain": "ecg", "expect_config": expect, "seed": self.seed,
+                                  "storage_options": self.storage_options, "cache_dir": self.cache_dir}  # fmt: skip
+
+        def split(name: str, train: bool, classes: list[str] | None, chash: str | None) -> ShardDataset | None:
+            url = f"{self.shards.rstrip('/')}/{name}"
+            try:
+                ds = ShardDataset(url, expect_split=name, expect_config_hash=chash, train=train, **common)
+            except ShardError as exc:
+                if train or "missing" not in str(exc) or "vlp_shards.json" not in str(exc):
+                    raise
+                return None  # no such split
+            item = ECGShardItem(classes or ds.extra.get("classes", []), ds.config["target_fs"], self.normalize,
+                                self.augment if train else None, self.lead_mask_p if train else 0.0, self.max_beats,
+                                self.seed)  # fmt: skip
+            ds.vlp_transform = item
+            return ds
+
+        train = split("train", True, None, None)
+        assert train is not None
+        classes = list(train.extra.get("classes", []))
+        try:  # every split must come from the same preprocessing as train
+            self.val_set = split("val", False, classes, train.manifest["config_hash"])
+            self.test_set = split("test", False, classes, train.manifest["config_hash"])
+        except ShardConfigError as exc:
+            raise ShardConfigError(f"{exc} (train split has hash {train.manifest['config_hash']})") from None
+        self.train_set = train
+        self.data_fs = float(train.config["target_fs"])
 
     def _check_model_fs(self) -> None:
         """Refuse to train when the model's ECG tower expects another rate than the data provides (beat windows and

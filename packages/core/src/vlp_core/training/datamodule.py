@@ -7,7 +7,7 @@ from typing import Any
 
 import lightning as L
 import torch
-from torch.utils.data import ConcatDataset, DataLoader, Dataset, Sampler
+from torch.utils.data import ConcatDataset, DataLoader, Dataset, IterableDataset, Sampler
 
 from vlp_core.data.collate import collate_batch
 from vlp_core.training.samplers import EpochIndexSampler, EpochSeededSampler, MultiSourceSampler
@@ -90,6 +90,11 @@ class PairedDataModule(L.LightningDataModule):
             use ``strategy="ddp_find_unused_parameters_true"``.
         source_weights: sampling weights of the training sources (``None`` = round robin).
 
+    A :class:`~vlp_core.data.shards.ShardDataset` (sharded streaming from a folder or object storage) is served by
+    a :class:`~vlp_core.data.shards.ShardLoader` instead: litdata shuffles (seeded), splits by rank and worker and
+    drops the tail so that every rank gets the same number of full batches, and its position is stored in
+    Lightning checkpoints (exact mid-epoch resume). Subclasses just assign ``ShardDataset`` objects in ``setup``.
+
     Subclasses whose datasets accept ``ds[(epoch, i)]`` (augmentation drawn from ``(seed, epoch, i)`` alone) set
     ``epoch_index = True`` to train with :class:`~vlp_core.training.EpochIndexSampler`.
     """
@@ -117,6 +122,13 @@ class PairedDataModule(L.LightningDataModule):
     def _loader(self, dataset: Dataset | list[Dataset] | None, train: bool) -> DataLoader:
         if dataset is None:
             raise RuntimeError(f"{type(self).__name__} has no {'training' if train else 'evaluation'} dataset")
+        if isinstance(dataset, IterableDataset):
+            from vlp_core.data.shards import ShardDataset, ShardLoader
+
+            if not isinstance(dataset, ShardDataset):
+                raise TypeError(f"{type(dataset).__name__}: the only iterable datasets served here are ShardDatasets")
+            return ShardLoader(dataset, batch_size=self.batch_size, num_workers=self.num_workers, drop_last=train,
+                               collate_fn=self.collate)  # fmt: skip
         sampler: Sampler | None = None
         if isinstance(dataset, (list, tuple)):
             if not train:
@@ -145,7 +157,7 @@ class PairedDataModule(L.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         loader = self._loader(self.train_set, True)
         trainer = getattr(self, "trainer", None)
-        if trainer is not None and isinstance(loader, ResumableDataLoader):
+        if trainer is not None and hasattr(loader, "progress"):  # ResumableDataLoader, ShardLoader
             # Batches whose optimisation step has run in this epoch (a checkpoint saved in on_train_batch_end
             # includes the current batch; the loader has already prefetched the next one).
             loader.progress = lambda: trainer.fit_loop.epoch_loop.batch_progress.current.processed
