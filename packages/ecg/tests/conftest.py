@@ -36,17 +36,8 @@ def fake_store(fake_ptbxl: Path, tmp_path_factory: pytest.TempPathFactory) -> Pa
 
 @pytest.fixture(scope="module")
 def s3_emulator():
-    """A local S3 emulator (moto) on 127.0.0.1 with an empty bucket ``vlp-test``; yields boto3 storage options.
+    """A local S3 emulator on 127.0.0.1 with an empty bucket ``vlp-test`` (see vlp_core.testing.local_s3_emulator)."""
+    from vlp_core.testing import local_s3_emulator
 
-    Nothing leaves the machine: the endpoint is plain http on localhost and the credentials are dummies."""
-    moto_server = pytest.importorskip("moto.server")
-    import boto3
-
-    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    opts = {"endpoint_url": f"http://{host}:{port}", "aws_access_key_id": "testing",
-            "aws_secret_access_key": "testing", "region_name": "us-east-1"}  # fmt: skip
-    boto3.client("s3", **opts).create_bucket(Bucket="vlp-test")
-    yield opts
-    server.stop()
+    with local_s3_emulator() as opts:
+        yield opts

@@ -6,7 +6,8 @@ import ast
 import re
 import sys
 from abc import ABC, abstractmethod
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ __all__ = [
     "PluginConformance",
     "RandomPairs",
     "TowerConformance",
+    "local_s3_emulator",
     "require_sample_data",
     "undeclared_imports",
 ]
@@ -130,6 +132,32 @@ def require_sample_data(*parts: str) -> Path:
     else:
         reason = f"sample data entry {what!r} not found under {root}"
     pytest.skip(reason)
+
+
+@contextmanager
+def local_s3_emulator(bucket: str = "vlp-test") -> Iterator[dict[str, str]]:
+    """A local S3 emulator (moto) on 127.0.0.1 with an empty ``bucket``; yields boto3 storage options.
+
+    Nothing leaves the machine: the endpoint is plain http on localhost and the credentials are dummies. Skips the
+    calling test when the test-only dependency ``moto[server]`` is not installed.
+    """
+    import pytest  # local import: pytest is a test-only dependency
+
+    try:
+        import boto3
+        from moto.server import ThreadedMotoServer
+    except ImportError as err:
+        pytest.skip(f"the S3 emulator needs the test-only dependency moto[server] ({err})")
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    try:
+        host, port = server.get_host_and_port()
+        opts = {"endpoint_url": f"http://{host}:{port}", "aws_access_key_id": "testing",
+                "aws_secret_access_key": "testing", "region_name": "us-east-1"}  # fmt: skip
+        boto3.client("s3", **opts).create_bucket(Bucket=bucket)
+        yield opts
+    finally:
+        server.stop()
 
 
 class TowerConformance(ABC):
