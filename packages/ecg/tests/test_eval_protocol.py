@@ -6,7 +6,7 @@ import re
 
 import numpy as np
 
-from vlp_ecg.eval import CLASS_PROMPTS, DESCRIPTIVE_PROMPTS, DESCRIPTIVE_TEMPLATES
+from vlp_ecg.eval import CLASS_PROMPTS, DESCRIPTIVE_PROMPTS, PROMPT_SETS, prompt_set
 from vlp_ecg.synth import CLASSES, make_fake_mimic, report_vocabulary, synthesize_ecg
 
 # Function words only: they carry no class information.
@@ -26,16 +26,24 @@ def test_descriptive_prompts_disjoint_from_report_vocabulary() -> None:
         written |= _words(synthesize_ecg(None, fs=100, duration=4.0, seed=seed).report)
     assert written - vocab <= {str(n) for n in range(1000)}, sorted(written - vocab)
     prompt_words = set()
-    for prompts in DESCRIPTIVE_PROMPTS.values():
-        for p in prompts:
-            for t in DESCRIPTIVE_TEMPLATES:
-                prompt_words |= _words(t.format(p))
+    for name in ("descriptive", "descriptive_ensemble"):  # every set that claims disjoint wording
+        prompts_by_class, templates = PROMPT_SETS[name]
+        for prompts in prompts_by_class.values():
+            for p in prompts:
+                for t in templates:
+                    prompt_words |= _words(t.format(p))
     shared = (prompt_words & (vocab | written)) - FUNCTION_WORDS
     assert not shared, f"descriptive prompts reuse report words: {sorted(shared)}"
     # Guard against a trivially passing check: the clinical set does overlap (it uses the clinical terms).
     clinical = {w for c in CLASSES for p in CLASS_PROMPTS[c] for w in _words(p)}
     assert len(clinical & vocab) > 10
     assert set(CLASSES) <= set(DESCRIPTIVE_PROMPTS)
+    # The ensemble is the descriptive set plus more phrasings, for every demo class, without duplicates.
+    ens, _ = prompt_set("descriptive_ensemble", CLASSES)
+    base, _ = prompt_set("descriptive", CLASSES)
+    for c in CLASSES:
+        assert ens[c][: len(base[c])] == base[c] and len(ens[c]) >= len(base[c]) + 3
+        assert len(set(ens[c])) == len(ens[c])
 
 
 def test_reports_are_realistic() -> None:

@@ -1,5 +1,5 @@
 """``vlp-ecg``: ``fit``/``validate``/``test`` (LightningCLI via core's ``domain_cli``) plus ``prepare``, ``zeroshot``,
-``probe``, ``plot``, ``demo`` and ``ablate``."""
+``probe``, ``plot``, ``demo``, ``ablate`` and ``text-study``."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["ablate", "benchmark", "demo", "main", "plot", "prepare", "probe", "zeroshot"]
+__all__ = ["ablate", "benchmark", "demo", "main", "plot", "prepare", "probe", "text_study", "zeroshot"]
 
 
 def prepare(
@@ -299,13 +299,10 @@ def ablate(
     """
     import pandas as pd
 
-    from vlp_core.demo import default_cache_dir
-    from vlp_ecg.demo import prepare_demo_data, run_ablation
+    from vlp_ecg.demo import run_ablation
     from vlp_ecg.eval import format_suite
 
-    if store is None:
-        cache = Path(data_dir) if data_dir else default_cache_dir() / "demo" / "ecg"
-        store = str(prepare_demo_data(cache, n_records, seed, progress=True))
+    store = store or _demo_store(n_records, seed, data_dir)
     rows = run_ablation(store, max_steps=max_steps, seed=seed)
     table = format_suite(rows)
     Path(out).mkdir(parents=True, exist_ok=True)
@@ -313,6 +310,49 @@ def ablate(
     pd.DataFrame(rows).to_csv(Path(out) / "ablation.csv", index=False)
     print(table)
     return rows
+
+
+def text_study(
+    store: str | None = None,
+    out: str = "runs/text-study-ecg",
+    n_records: int = 2400,
+    max_steps: int = 330,
+    seed: int = 0,
+    data_dir: str | None = None,
+) -> list[dict]:
+    """Descriptive-prompt study on the validation fold (9): frozen vs partly trained MiniLM, a longer schedule, and
+    a larger descriptive prompt ensemble, with the demo's data and seed. Writes text_study.md and text_study.csv.
+
+    Args:
+        store: prepared store (default: the demo's synthetic corpus, generated once).
+        out: output folder.
+        n_records: synthetic corpus size when no store is given.
+        max_steps: the demo's optimiser steps (variants scale it).
+        seed: seed.
+        data_dir: cache for the generated data (default: core's demo cache).
+    """
+    import pandas as pd
+
+    from vlp_ecg.demo import run_text_study
+    from vlp_ecg.eval import format_suite
+
+    store = store or _demo_store(n_records, seed, data_dir)
+    rows = run_text_study(store, max_steps=max_steps, seed=seed)
+    table = format_suite(rows)
+    Path(out).mkdir(parents=True, exist_ok=True)
+    (Path(out) / "text_study.md").write_text(table + "\n")
+    pd.DataFrame(rows).to_csv(Path(out) / "text_study.csv", index=False)
+    print(table)
+    return rows
+
+
+def _demo_store(n_records: int, seed: int, data_dir: str | None) -> str:
+    """The demo's prepared synthetic store (generated once in the cache)."""
+    from vlp_core.demo import default_cache_dir
+    from vlp_ecg.demo import prepare_demo_data
+
+    cache = Path(data_dir) if data_dir else default_cache_dir() / "demo" / "ecg"
+    return str(prepare_demo_data(cache, n_records, seed, progress=True))
 
 
 def benchmark(
@@ -374,6 +414,7 @@ def main(argv: Sequence[str] | None = None) -> Any:
             "plot": plot,
             "demo": demo,
             "ablate": ablate,
+            "text-study": text_study,
             "benchmark": benchmark,
         },
         model_class=MELP,

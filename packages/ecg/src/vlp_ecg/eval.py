@@ -44,6 +44,7 @@ __all__ = [
     "random_encoder_controls",
     "CLASS_PROMPTS",
     "DEFAULT_TEMPLATES",
+    "DESCRIPTIVE_EXTRA_PROMPTS",
     "DESCRIPTIVE_PROMPTS",
     "DESCRIPTIVE_TEMPLATES",
     "PROMPT_SETS",
@@ -134,12 +135,66 @@ DESCRIPTIVE_PROMPTS: dict[str, list[str]] = {
 }
 # Templates for the descriptive set avoid report words too ("ecg" is one).
 DESCRIPTIVE_TEMPLATES: tuple[str, ...] = ("{}", "a heart recording showing {}", "electrocardiogram: {}")
+# Three more criteria phrasings per demo class, same rules (no report word): with DESCRIPTIVE_PROMPTS they form the
+# larger ensemble measured in ``vlp-ecg text-study`` (five phrasings x three templates per class).
+DESCRIPTIVE_EXTRA_PROMPTS: dict[str, list[str]] = {
+    "SR": [
+        "calm orderly heartbeat at a usual speed from the natural pacemaker",
+        "evenly timed heartbeats between sixty and one hundred each minute",
+        "orderly pacing started high in the upper chambers at a typical speed",
+    ],
+    "SBRAD": [
+        "sluggish but orderly heartbeat, below sixty each minute",
+        "unhurried evenly timed heartbeats, slower than sixty per minute",
+        "slow pacing started by the natural pacemaker",
+    ],
+    "STACH": [
+        "quick orderly heartbeat, above one hundred each minute",
+        "hurried evenly timed heartbeats, faster than one hundred per minute",
+        "racing pacing started by the natural pacemaker",
+    ],
+    "AFIB": [
+        "erratic heartbeat timing without organised upper-chamber activity",
+        "unpredictable gaps between heartbeats and a wavy quivering line",
+        "upper chambers quivering instead of contracting, heartbeats at random intervals",
+    ],
+    "1AVB": [
+        "sluggish passage of each impulse from upper to lower chambers, every impulse still getting through",
+        "extended pause between upper-chamber activation and the main spike",
+        "lengthened delay before each main spike, more than two hundred milliseconds",
+    ],
+    "PVC": [
+        "sporadic early misshapen broad heartbeats from the lower chambers",
+        "extra heartbeats coming too soon, broad and bizarre, from the lower heart",
+        "an early broad heartbeat followed by a long pause",
+    ],
+    "CLBBB": [
+        "leftward wiring failure widening every spike, notched tops over the lateral chest electrodes",
+        "broad spikes with notched tops, leftward heart wall activated late",
+        "leftward heart wall activated late and slowly",
+    ],
+    "CRBBB": [
+        "rightward wiring failure, broad spikes with a double peak near the sternum",
+        "rightward heart wall activated late, rabbit-ear peaks",
+        "double-humped broad spikes near the breastbone",
+    ],
+    "STE_": [
+        "lifted stretch after the spike, raised above the flat line",
+        "raised plateau between spike and recovery hump, pointing to heart muscle damage",
+        "stretch after each spike sitting higher than the flat line",
+    ],
+}
 PROMPT_SETS: dict[str, tuple[dict[str, list[str]], tuple[str, ...]]] = {
     "clinical": (CLASS_PROMPTS, DEFAULT_TEMPLATES),
     "descriptive": (DESCRIPTIVE_PROMPTS, DESCRIPTIVE_TEMPLATES),
+    "descriptive_ensemble": (
+        {c: DESCRIPTIVE_PROMPTS[c] + DESCRIPTIVE_EXTRA_PROMPTS.get(c, []) for c in DESCRIPTIVE_PROMPTS},
+        DESCRIPTIVE_TEMPLATES,
+    ),
 }
-"""Named prompt sets: ``clinical`` (class names, as MELP/MERL-style CKEPE prompts) and ``descriptive`` (criteria
-wording disjoint from the training reports). Each is ``(prompts per class, templates)``."""
+"""Named prompt sets: ``clinical`` (class names, as MELP/MERL-style CKEPE prompts), ``descriptive`` (criteria
+wording disjoint from the training reports) and ``descriptive_ensemble`` (the descriptive set plus
+:data:`DESCRIPTIVE_EXTRA_PROMPTS`, still disjoint). Each is ``(prompts per class, templates)``."""
 
 
 def prompt_set(name: str, classes: Sequence[str], descriptions: dict[str, str] | None = None
@@ -153,10 +208,11 @@ def prompt_set(name: str, classes: Sequence[str], descriptions: dict[str, str] |
         raise KeyError(f"unknown prompt set {name!r}; available: {sorted(PROMPT_SETS)}")
     if name == "clinical":
         return class_prompts(classes, descriptions), DEFAULT_TEMPLATES
-    missing = [c for c in classes if c not in DESCRIPTIVE_PROMPTS]
+    prompts, templates = PROMPT_SETS[name]
+    missing = [c for c in classes if c not in prompts]
     if missing:
-        raise KeyError(f"the descriptive prompt set has no description of {missing}; use prompt_set='clinical'")
-    return {c: list(DESCRIPTIVE_PROMPTS[c]) for c in classes}, DESCRIPTIVE_TEMPLATES
+        raise KeyError(f"the {name} prompt set has no description of {missing}; use prompt_set='clinical'")
+    return {c: list(prompts[c]) for c in classes}, templates
 
 
 def class_prompts(classes: Sequence[str], descriptions: dict[str, str] | None = None) -> dict[str, list[str]]:

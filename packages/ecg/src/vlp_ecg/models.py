@@ -389,6 +389,7 @@ class MELP(Pretrainer):
         decoder_layers / decoder_heads: caption decoder size.
         max_captions: captioned samples per batch (see :class:`~vlp_core.losses.CaptionLoss`).
         lr, weight_decay, warmup_steps, max_steps: optimiser settings (see Pretrainer).
+        lr_multipliers: per-prefix LR factors, e.g. ``{"towers.text.encoder": 0.05}`` for unfrozen text blocks.
     """
 
     def __init__(
@@ -412,6 +413,7 @@ class MELP(Pretrainer):
         warmup_steps: int = 0,
         max_steps: int | None = None,
         patch: int = 10,
+        lr_multipliers: dict[str, float] | None = None,
     ) -> None:
         w = {"rhythm": 1.0, "token": 2.0, "beat": 0.2, **(weights or {})}
         unknown = set(w) - {"rhythm", "token", "beat"}
@@ -441,7 +443,7 @@ class MELP(Pretrainer):
         if not terms:
             raise ValueError("all MELP loss weights are zero")
         super().__init__({"ecg": ecg, "text": text}, terms, lr=lr, weight_decay=weight_decay,
-                         warmup_steps=warmup_steps, max_steps=max_steps)  # fmt: skip
+                         warmup_steps=warmup_steps, max_steps=max_steps, lr_multipliers=lr_multipliers)  # fmt: skip
 
     def config(self) -> dict[str, Any]:
         """A plain :class:`~vlp_core.training.Pretrainer` config (towers, losses, optimiser settings)."""
