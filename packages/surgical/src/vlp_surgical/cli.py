@@ -106,7 +106,9 @@ def fit(
     return out
 
 
-def _eval_items(dataset: str, root: str, split: str, fps: float, source: str) -> list[Any]:
+def _eval_items(
+    dataset: str, root: str, split: str, fps: float, source: str, narrations: str | None = None
+) -> list[Any]:
     import numpy as np
     import torch
 
@@ -125,6 +127,11 @@ def _eval_items(dataset: str, root: str, split: str, fps: float, source: str) ->
         ids = json.loads((r / "splits.json").read_text())[split]
     else:
         ids = cholec80_split(split) if dataset == "cholec80" else autolaparo_split(split)
+    hier = {}
+    if narrations:
+        from vlp_surgical.narration import read_narrations
+
+        hier = read_narrations(narrations).videos
     items = []
     for vid in ids:
         if source == "frames":
@@ -136,7 +143,7 @@ def _eval_items(dataset: str, root: str, split: str, fps: float, source: str) ->
             ann = read_cholec80_phases(r / "phase_annotations" / f"{vid}-phase.txt", sample_fps=None)
         else:
             ann = read_autolaparo_phases(r / "labels" / f"label_{vid}.txt")
-        items.append(VideoItem(vid, torch.from_numpy(frames), None, labels_at(ann, times)))
+        items.append(VideoItem(vid, torch.from_numpy(frames), hier.get(vid), labels_at(ann, times)))
     return items
 
 
@@ -149,9 +156,12 @@ def zeroshot(
     source: str = "video",
     prompt_ensemble: bool = False,
     smoothing: int = 0,
+    retrieval: bool = True,
+    narrations: str | None = None,
     out: str = "zeroshot_results",
 ) -> list[dict]:
-    """Zero-shot phase recognition: prints the table, writes zeroshot.csv/json and timeline.png.
+    """Zero-shot phase recognition (+ text<->video retrieval): prints the tables, writes zeroshot.csv/json,
+    retrieval.csv and timeline.png; returns the zero-shot rows followed by the retrieval rows.
 
     Args:
         ckpt: folder written by fit (save_pretrained).
@@ -162,10 +172,21 @@ def zeroshot(
         source: video (MP4 through PyAV) or frames (frame folders at fps).
         prompt_ensemble: also report the prompt-ensemble row.
         smoothing: also report a row with this temporal smoothing window (frames).
+        retrieval: also report text->video and video->text R@1/5/10 (clip<->narration, phase<->summary,
+            video<->abstract) over the split's videos that have narrations (needs a narration table).
+        narrations: narration table (CSV/Parquet) for retrieval; default <root>/narrations.csv when present.
         out: output folder.
     """
     from vlp_surgical.annotations import AUTOLAPARO_PHASES, CHOLEC80_PHASES
-    from vlp_surgical.eval import ZeroShotProtocol, evaluate_zeroshot, format_table, plot_timeline, write_results
+    from vlp_surgical.eval import (
+        ZeroShotProtocol,
+        evaluate_retrieval,
+        evaluate_zeroshot,
+        format_retrieval_table,
+        format_table,
+        plot_timeline,
+        write_results,
+    )
     from vlp_surgical.models import HecVL
 
     if not ckpt or not root:
@@ -175,7 +196,8 @@ def zeroshot(
     model = HecVL.from_pretrained(ckpt).eval()
     phases = CHOLEC80_PHASES if dataset == "cholec80" else AUTOLAPARO_PHASES
     protocol = ZeroShotProtocol(dataset=dataset, split=split, fps=fps, img_size=model.img_size, phases=phases)
-    items = _eval_items(dataset, root, split, fps, source)
+    narr = narrations or (str(Path(root) / "narrations.csv") if (Path(root) / "narrations.csv").is_file() else None)
+    items = _eval_items(dataset, root, split, fps, source, narr if retrieval else None)
     rows = []
     metrics, preds = evaluate_zeroshot(model, items, protocol)
     rows.append({"row": "zero-shot", **metrics})
@@ -186,11 +208,19 @@ def zeroshot(
         p = ZeroShotProtocol(**{**protocol.to_dict(), "smoothing": smoothing})
         rows.append({"row": f"zero-shot, smoothing {smoothing}", **evaluate_zeroshot(model, items, p)[0]})
     print(format_table(rows))
-    paths = write_results(rows, out, "zeroshot", protocol)
+    retrieval_rows = None
+    if retrieval:
+        narrated = [it for it in items if it.hierarchy is not None]
+        if narrated:
+            retrieval_rows = evaluate_retrieval(model, narrated, fps=fps)
+            print(format_retrieval_table(retrieval_rows))
+        else:
+            print("retrieval: skipped (no narrations for the evaluated videos; pass --narrations)")
+    paths = write_results(rows, out, "zeroshot", protocol, retrieval=retrieval_rows)
     paths.append(plot_timeline([it.video_id for it in items], [it.labels for it in items], preds, phases,
                                Path(out) / "timeline.png"))  # fmt: skip
     print(f"wrote {', '.join(map(str, paths))}")
-    return rows
+    return rows + (retrieval_rows or [])
 
 
 def demo(out: str = "runs/demo-surgical", data_dir: str | None = None, scale: str = "small", seed: int = 0) -> dict:
