@@ -52,6 +52,9 @@ def fit(
     dtw_gamma: float = 0.1,
     dtw_margin: float = 0.1,
     dtw_negatives: list[str] = ["reverse", "shuffle"],  # noqa: B006
+    ssl_weight: float = 0.0,
+    ssl_temperature: float = 0.1,
+    ssl_max_clips: int = 16,
     skip_bad: bool = False,
 ) -> str:
     """Pretrain HecVL (+ PeskaVLP DTW) on a corpus root and save it with save_pretrained.
@@ -79,6 +82,9 @@ def fit(
         dtw_gamma: soft-DTW smoothing.
         dtw_margin: hinge margin.
         dtw_negatives: reverse, shuffle, local.
+        ssl_weight: weight of the two-view visual self-supervision (NT-Xent between augmented views of clips; 0 = off).
+        ssl_temperature: NT-Xent temperature.
+        ssl_max_clips: clips per step that get two views.
         skip_bad: count and skip bad narration rows.
     """
     from vlp_surgical.losses import ProcedureDTWLoss
@@ -97,7 +103,9 @@ def fit(
     model = HecVL(backbone, frame_dim, embed_dim, temporal, img_size, text_model_path)
     dtw = ProcedureDTWLoss(gamma=dtw_gamma, relaxation=dtw_relaxation, axis=dtw_axis,  # type: ignore[arg-type]
                            negatives=tuple(dtw_negatives), margin=dtw_margin, seed=seed)  # fmt: skip
-    objective = HecVLObjective(dtw_weight=dtw_weight, dtw_levels=tuple(dtw_levels), dtw=dtw, seed=seed)
+    objective = HecVLObjective(dtw_weight=dtw_weight, dtw_levels=tuple(dtw_levels), dtw=dtw, seed=seed,
+                               ssl_weight=ssl_weight, ssl_temperature=ssl_temperature,
+                               ssl_max_clips=ssl_max_clips)  # fmt: skip
     history = pretrain(model, corpus, objective, steps=steps, videos_per_batch=videos_per_batch, lr=lr,
                        weight_decay=weight_decay, seed=seed, progress=True)  # fmt: skip
     model.save_pretrained(out)

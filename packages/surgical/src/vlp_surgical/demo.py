@@ -27,13 +27,14 @@ SCALES = {
 }
 
 
-def _train(corpus, text, seed: int, steps: int, vpb: int, dtw_weight: float, shuffle: bool, progress: bool):
+def _train(corpus, text, seed: int, steps: int, vpb: int, dtw_weight: float, shuffle: bool, progress: bool,
+           ssl_weight: float = 0.0):  # fmt: skip
     from vlp_surgical.models import HecVL
     from vlp_surgical.training import HecVLObjective, pretrain
 
     torch.manual_seed(seed)
     model = HecVL(text_tower=text)
-    objective = HecVLObjective(dtw_weight=dtw_weight, shuffle_pairs=shuffle, seed=seed)
+    objective = HecVLObjective(dtw_weight=dtw_weight, shuffle_pairs=shuffle, seed=seed, ssl_weight=ssl_weight)
     hist = pretrain(model, corpus, objective, steps=steps, videos_per_batch=vpb, seed=seed, progress=progress)
     return model, hist
 

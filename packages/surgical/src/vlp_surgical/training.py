@@ -18,7 +18,8 @@ import torch
 from torch import Tensor, nn
 
 from vlp_core.losses import ClipLoss
-from vlp_surgical.losses import ProcedureDTWLoss
+from vlp_surgical.augment import augment_frames
+from vlp_surgical.losses import ProcedureDTWLoss, nt_xent
 from vlp_surgical.models import HecVL
 from vlp_surgical.narration import Video, read_narrations
 from vlp_surgical.video import FrameFolder
@@ -138,7 +139,8 @@ def _pad_lists(embs: Tensor, counts: list[int]) -> tuple[Tensor, Tensor]:
 
 
 class HecVLObjective(nn.Module):
-    """Σ level InfoNCE (clip, phase, phase↔children, video) + ``dtw_weight`` · procedure DTW.
+    """Σ level InfoNCE (clip, phase, phase↔children, video) + ``dtw_weight`` · procedure DTW
+    + ``ssl_weight`` · two-view visual self-supervision.
 
     Args:
         weights: per-term weights; keys ``clip``, ``phase``, ``phase_children``, ``video``.
@@ -146,6 +148,14 @@ class HecVLObjective(nn.Module):
         dtw_levels: where the DTW term applies: ``video`` (frames ↔ phase summaries), ``phase`` (frames ↔ clips).
         dtw: the procedure loss.
         shuffle_pairs: control: pair every visual segment with a random other text of its level.
+        ssl_weight: weight of the PeskaVLP visual self-supervision (0 = off): up to ``ssl_max_clips`` narrated clips
+            of the batch get two random views each (:func:`vlp_surgical.augment.augment_frames`: resized crop,
+            flip, colour jitter, one draw per clip), encoded, pooled and projected into the clip space like the clip
+            level, and NT-Xent (:func:`vlp_surgical.losses.nt_xent`) pulls the two views of a clip together.
+        ssl_temperature: NT-Xent temperature (0.1 as in the reference ``SIMCLRLoss``).
+        ssl_max_clips: clips per step that get views (bounds the extra frame encodings).
+        ssl_scale: crop area range of the views.
+        seed: seeds the pair shuffling of the control and the view sampling.
     """
 
     def __init__(
@@ -156,8 +166,15 @@ class HecVLObjective(nn.Module):
         dtw: ProcedureDTWLoss | None = None,
         shuffle_pairs: bool = False,
         seed: int = 0,
+        ssl_weight: float = 0.0,
+        ssl_temperature: float = 0.1,
+        ssl_max_clips: int = 16,
+        ssl_scale: tuple[float, float] = (0.3, 1.0),
     ) -> None:
         super().__init__()
+        self.ssl_weight, self.ssl_temperature, self.ssl_max_clips = ssl_weight, ssl_temperature, ssl_max_clips
+        self.ssl_scale = tuple(ssl_scale)
+        self.view_generator = torch.Generator().manual_seed(seed + 7919)
         self.weights = {"clip": 1.0, "phase": 1.0, "phase_children": 0.5, "video": 0.5, **(weights or {})}
         self.clip_losses = nn.ModuleDict({k: ClipLoss() for k in self.weights})
         self.dtw_weight, self.dtw_levels = dtw_weight, tuple(dtw_levels)
@@ -170,6 +187,28 @@ class HecVLObjective(nn.Module):
             return texts
         perm = torch.randperm(len(texts), generator=self.generator).tolist()
         return [texts[p] for p in perm]
+
+    def visual_ssl(self, model: HecVL, batch: dict) -> Tensor | None:
+        """NT-Xent between two augmented views of (up to ``ssl_max_clips``) clips; ``None`` with fewer than 2 clips."""
+        seg = batch["clip_segments"]
+        if seg.shape[0] < 2:
+            return None
+        pick = torch.randperm(seg.shape[0], generator=self.view_generator)[: self.ssl_max_clips].sort().values
+        seg = seg[pick]
+        lengths = (seg[:, 1] - seg[:, 0]).clamp_min(1)
+        rows = torch.cat([torch.arange(int(a), int(a) + int(n)) for a, n in zip(seg[:, 0], lengths)])
+        groups = torch.repeat_interleave(torch.arange(seg.shape[0]), lengths)
+        frames = batch["frames"][rows]
+        x = frames.permute(0, 3, 1, 2).float() / 255.0 if frames.dtype == torch.uint8 else frames
+        x = x.to(model.mean.device)
+        ends = torch.cumsum(lengths, 0)
+        local = torch.stack((ends - lengths, ends), 1).to(x.device)
+        views = []
+        for _ in range(2):
+            v = augment_frames(x, self.view_generator, groups, size=model.img_size, scale=self.ssl_scale)
+            pooled, _, _ = model.pool_segments(model.encode_frames(v), local)
+            views.append(model.vis_proj["clip"](pooled))
+        return nt_xent(views[0], views[1], self.ssl_temperature)
 
     def forward(self, model: HecVL, batch: dict) -> dict[str, Tensor]:
         feats = model.encode_frames(batch["frames"])
@@ -198,8 +237,12 @@ class HecVLObjective(nn.Module):
             out["video"] = self.clip_losses["video"](model.vis_proj["video"](video_pool),
                                                      model.encode_text(self._texts(batch["video_texts"]),
                                                                        "video"))["loss"]  # fmt: skip
+        if self.ssl_weight > 0:
+            ssl = self.visual_ssl(model, batch)
+            if ssl is not None:
+                out["ssl"] = ssl
         for k, v in out.items():
-            total = total + self.weights[k] * v
+            total = total + (self.ssl_weight if k == "ssl" else self.weights[k]) * v
         # PeskaVLP procedure alignment.
         if self.dtw_weight > 0:
             dtw_terms = []
