@@ -12,7 +12,8 @@ from typing import Any
 __all__ = ["demo", "fit", "generate", "main", "zeroshot"]
 
 
-def generate(root: str, n_train: int = 16, n_val: int = 4, n_test: int = 8, seed: int = 0) -> str:
+def generate(root: str, n_train: int = 16, n_val: int = 4, n_test: int = 8, seed: int = 0,
+             silent_fraction: float = 0.25) -> str:  # fmt: skip
     """Write a synthetic Cholec80-format procedure corpus (MP4s, frame folders, annotations, narrations).
 
     Args:
@@ -21,10 +22,12 @@ def generate(root: str, n_train: int = 16, n_val: int = 4, n_test: int = 8, seed
         n_val: validation videos.
         n_test: test videos.
         seed: seed.
+        silent_fraction: share of clip narrations left out (written to silent_clips.csv as unnarrated clips).
     """
     from vlp_surgical.synth import make_procedures
 
-    path = make_procedures(root, n_train=n_train, n_val=n_val, n_test=n_test, seed=seed, progress=True)
+    path = make_procedures(root, n_train=n_train, n_val=n_val, n_test=n_test, seed=seed, progress=True,
+                           silent_fraction=silent_fraction)  # fmt: skip
     print(f"wrote procedures to {path}")
     return str(path)
 
@@ -55,6 +58,10 @@ def fit(
     ssl_weight: float = 0.0,
     ssl_temperature: float = 0.1,
     ssl_max_clips: int = 16,
+    retrieval_weight: float = 0.0,
+    retrieval_k: int = 2,
+    bank_weight: float = 0.5,
+    refresh_every: int = 10,
     skip_bad: bool = False,
 ) -> str:
     """Pretrain HecVL (+ PeskaVLP DTW) on a corpus root and save it with save_pretrained.
@@ -85,6 +92,11 @@ def fit(
         ssl_weight: weight of the two-view visual self-supervision (NT-Xent between augmented views of clips; 0 = off).
         ssl_temperature: NT-Xent temperature.
         ssl_max_clips: clips per step that get two views.
+        retrieval_weight: weight of the OphCLIP term (silent clips retrieved from the bank as extra positives; 0 = off;
+            needs silent_clips.csv in the root).
+        retrieval_k: silent neighbours per narration.
+        bank_weight: weight of a retrieved positive (the paired clip has 1).
+        refresh_every: steps between re-encodings of the silent-clip bank.
         skip_bad: count and skip bad narration rows.
     """
     from vlp_surgical.losses import ProcedureDTWLoss
@@ -105,7 +117,9 @@ def fit(
                            negatives=tuple(dtw_negatives), margin=dtw_margin, seed=seed)  # fmt: skip
     objective = HecVLObjective(dtw_weight=dtw_weight, dtw_levels=tuple(dtw_levels), dtw=dtw, seed=seed,
                                ssl_weight=ssl_weight, ssl_temperature=ssl_temperature,
-                               ssl_max_clips=ssl_max_clips)  # fmt: skip
+                               ssl_max_clips=ssl_max_clips, retrieval_weight=retrieval_weight,
+                               retrieval_k=retrieval_k, bank_weight=bank_weight,
+                               refresh_every=refresh_every)  # fmt: skip
     history = pretrain(model, corpus, objective, steps=steps, videos_per_batch=videos_per_batch, lr=lr,
                        weight_decay=weight_decay, seed=seed, progress=True)  # fmt: skip
     model.save_pretrained(out)
@@ -115,7 +129,7 @@ def fit(
 
 
 def _eval_items(
-    dataset: str, root: str, split: str, fps: float, source: str, narrations: str | None = None
+    dataset: str, root: str, split: str, fps: float, source: str, narrations: str | None = None, backend: str = "pyav"
 ) -> list[Any]:
     import numpy as np
     import torch
@@ -146,7 +160,7 @@ def _eval_items(
             ff = FrameFolder(r / "frames" / vid, fps=fps)
             frames, times = ff.read_at(np.arange(ff.n_frames) / fps)
         else:
-            frames, times = read_video(r / "videos" / f"{vid}.mp4", fps=fps)
+            frames, times = read_video(r / "videos" / f"{vid}.mp4", fps=fps, backend=backend)
         if dataset == "cholec80":
             ann = read_cholec80_phases(r / "phase_annotations" / f"{vid}-phase.txt", sample_fps=None)
         else:
@@ -166,6 +180,7 @@ def zeroshot(
     smoothing: int = 0,
     retrieval: bool = True,
     narrations: str | None = None,
+    video_backend: str = "pyav",
     out: str = "zeroshot_results",
 ) -> list[dict]:
     """Zero-shot phase recognition (+ text<->video retrieval): prints the tables, writes zeroshot.csv/json,
@@ -183,6 +198,7 @@ def zeroshot(
         retrieval: also report text->video and video->text R@1/5/10 (clip<->narration, phase<->summary,
             video<->abstract) over the split's videos that have narrations (needs a narration table).
         narrations: narration table (CSV/Parquet) for retrieval; default <root>/narrations.csv when present.
+        video_backend: pyav, torchcodec (optional extra + system FFmpeg) or auto (torchcodec when usable).
         out: output folder.
     """
     from vlp_surgical.annotations import AUTOLAPARO_PHASES, CHOLEC80_PHASES
@@ -205,7 +221,7 @@ def zeroshot(
     phases = CHOLEC80_PHASES if dataset == "cholec80" else AUTOLAPARO_PHASES
     protocol = ZeroShotProtocol(dataset=dataset, split=split, fps=fps, img_size=model.img_size, phases=phases)
     narr = narrations or (str(Path(root) / "narrations.csv") if (Path(root) / "narrations.csv").is_file() else None)
-    items = _eval_items(dataset, root, split, fps, source, narr if retrieval else None)
+    items = _eval_items(dataset, root, split, fps, source, narr if retrieval else None, video_backend)
     rows = []
     metrics, preds = evaluate_zeroshot(model, items, protocol)
     rows.append({"row": "zero-shot", **metrics})

@@ -17,9 +17,9 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from vlp_core.losses import ClipLoss
+from vlp_core.losses import ClipLoss, MultiPositiveClipLoss
 from vlp_surgical.augment import augment_frames
-from vlp_surgical.losses import ProcedureDTWLoss, nt_xent
+from vlp_surgical.losses import ProcedureDTWLoss, SilentClipBank, nt_xent, retrieval_positives
 from vlp_surgical.models import HecVL
 from vlp_surgical.narration import Video, read_narrations
 from vlp_surgical.video import FrameFolder
@@ -29,12 +29,13 @@ __all__ = ["HecVLObjective", "ProcedureCorpus", "VideoItem", "build_batch", "pre
 
 @dataclass
 class VideoItem:
-    """One video: 1-fps frames ``uint8 [T, H, W, 3]`` and its narration hierarchy."""
+    """One video: 1-fps frames ``uint8 [T, H, W, 3]``, its narration hierarchy and its unnarrated clip spans."""
 
     video_id: str
     frames: Tensor
     hierarchy: Video | None = None
     labels: np.ndarray | None = None
+    silent: list[tuple[float, float]] = field(default_factory=list)
 
 
 @dataclass
@@ -43,7 +44,8 @@ class ProcedureCorpus:
 
     Args:
         root: folder with ``frames/<vid>/``, ``narrations.csv``, ``phase_annotations/<vid>-phase.txt``,
-            ``splits.json``.
+            ``splits.json`` and optionally ``silent_clips.csv`` (``video_id, start, end`` [s] of unnarrated clips,
+            the source of the OphCLIP silent-clip bank; extra columns are ignored).
         split: ``train``, ``val`` or ``test`` (from ``splits.json``), or an explicit list of video ids.
         fps: frame-folder rate.
         with_narrations: attach the narration hierarchy.
@@ -65,6 +67,13 @@ class ProcedureCorpus:
         root = Path(self.root)
         ids = self.split if isinstance(self.split, list) else json.loads((root / "splits.json").read_text())[self.split]
         narr = read_narrations(root / "narrations.csv", skip_bad=self.skip_bad) if self.with_narrations else None
+        silent: dict[str, list[tuple[float, float]]] = {}
+        if self.with_narrations and (root / "silent_clips.csv").is_file():
+            import pandas as pd
+
+            table = pd.read_csv(root / "silent_clips.csv", dtype={"video_id": str})
+            for row in table.itertuples():
+                silent.setdefault(str(row.video_id), []).append((float(row.start), float(row.end)))
         for vid in ids:
             ff = FrameFolder(root / "frames" / vid, fps=self.fps)
             frames, times = ff.read_at(np.arange(ff.n_frames) / self.fps)
@@ -73,7 +82,7 @@ class ProcedureCorpus:
                 ann = read_cholec80_phases(root / "phase_annotations" / f"{vid}-phase.txt", sample_fps=None)
                 labels = labels_at(ann, times)
             hier = narr.videos.get(vid) if narr is not None else None
-            self.items.append(VideoItem(vid, torch.from_numpy(frames), hier, labels))
+            self.items.append(VideoItem(vid, torch.from_numpy(frames), hier, labels, silent.get(vid, [])))
 
     def __len__(self) -> int:
         return len(self.items)
@@ -155,6 +164,14 @@ class HecVLObjective(nn.Module):
         ssl_temperature: NT-Xent temperature (0.1 as in the reference ``SIMCLRLoss``).
         ssl_max_clips: clips per step that get views (bounds the extra frame encodings).
         ssl_scale: crop area range of the views.
+        retrieval_weight: weight of the OphCLIP term (0 = off): clip narration ↔ clip InfoNCE where each narration's
+            top-``retrieval_k`` silent clips (exact inner product against a :class:`SilentClipBank`, queried with
+            the narration's own clip embedding) are extra positives of weight ``bank_weight``. The bank holds the
+            clip-space embeddings of the corpus's unnarrated clips and is re-encoded every ``refresh_every`` steps
+            by :meth:`refresh_bank` (called by :func:`pretrain`).
+        retrieval_k: silent neighbours per narration.
+        bank_weight: weight of a retrieved positive (the paired clip has 1).
+        refresh_every: steps between bank refreshes.
         seed: seeds the pair shuffling of the control and the view sampling.
     """
 
@@ -170,8 +187,15 @@ class HecVLObjective(nn.Module):
         ssl_temperature: float = 0.1,
         ssl_max_clips: int = 16,
         ssl_scale: tuple[float, float] = (0.3, 1.0),
+        retrieval_weight: float = 0.0,
+        retrieval_k: int = 2,
+        bank_weight: float = 0.5,
+        refresh_every: int = 10,
     ) -> None:
         super().__init__()
+        self.retrieval_weight, self.bank_weight = retrieval_weight, bank_weight
+        self.bank = SilentClipBank(1, k=retrieval_k, refresh_every=refresh_every)
+        self.retrieval_loss = MultiPositiveClipLoss()
         self.ssl_weight, self.ssl_temperature, self.ssl_max_clips = ssl_weight, ssl_temperature, ssl_max_clips
         self.ssl_scale = tuple(ssl_scale)
         self.view_generator = torch.Generator().manual_seed(seed + 7919)
@@ -187,6 +211,29 @@ class HecVLObjective(nn.Module):
             return texts
         perm = torch.randperm(len(texts), generator=self.generator).tolist()
         return [texts[p] for p in perm]
+
+    @torch.no_grad()
+    def refresh_bank(self, model: HecVL, items: list[VideoItem], step: int, fps: float = 1.0,
+                     batch_size: int = 256) -> int:  # fmt: skip
+        """Re-encode every silent clip of ``items`` into the clip space and store it in the bank; returns its size.
+
+        Runs in the model's current mode without side effects: batch-norm running statistics are restored after.
+        """
+        buffers = {k: v.clone() for k, v in model.named_buffers()}
+        embs = []
+        for it in items:
+            if not it.silent:
+                continue
+            n = it.frames.shape[0]
+            seg = torch.tensor([_span(a, b, fps, n) for a, b in it.silent], dtype=torch.long)
+            feats = torch.cat([model.encode_frames(it.frames[i : i + batch_size]) for i in range(0, n, batch_size)])
+            pooled, _, _ = model.pool_segments(feats, seg.to(feats.device))
+            embs.append(model.vis_proj["clip"](pooled))
+        for k, v in model.named_buffers():
+            v.copy_(buffers[k])
+        if embs:
+            self.bank.refresh(torch.cat(embs), step)
+        return int(self.bank.bank.shape[0])
 
     def visual_ssl(self, model: HecVL, batch: dict) -> Tensor | None:
         """NT-Xent between two augmented views of (up to ``ssl_max_clips``) clips; ``None`` with fewer than 2 clips."""
@@ -217,7 +264,11 @@ class HecVLObjective(nn.Module):
         # Clip level.
         clip_pool, _, _ = model.pool_segments(feats, batch["clip_segments"])
         clip_txt = model.encode_text(self._texts(batch["clip_texts"]), "clip")
-        out["clip"] = self.clip_losses["clip"](model.vis_proj["clip"](clip_pool), clip_txt)["loss"]
+        clip_vis = model.vis_proj["clip"](clip_pool)
+        out["clip"] = self.clip_losses["clip"](clip_vis, clip_txt)["loss"]
+        if self.retrieval_weight > 0 and self.bank.bank.shape[0] > 0 and clip_vis.shape[0] >= 2:
+            r = retrieval_positives(clip_txt, clip_vis, self.bank, self.retrieval_loss, self.bank_weight)
+            out["clip_retrieval"], out["retrieved_sim"] = r["loss"], r["retrieved_sim"]
         # Phase level: phase ↔ summary, and phase ↔ mean of its children's narrations.
         phase_pool, phase_frames, phase_mask = model.pool_segments(feats, batch["phase_segments"])
         phase_vis = model.vis_proj["phase"](phase_pool)
@@ -241,8 +292,9 @@ class HecVLObjective(nn.Module):
             ssl = self.visual_ssl(model, batch)
             if ssl is not None:
                 out["ssl"] = ssl
+        extra = {"ssl": self.ssl_weight, "clip_retrieval": self.retrieval_weight, "retrieved_sim": 0.0}
         for k, v in out.items():
-            total = total + (self.ssl_weight if k == "ssl" else self.weights[k]) * v
+            total = total + extra.get(k, self.weights.get(k, 0.0)) * v
         # PeskaVLP procedure alignment.
         if self.dtw_weight > 0:
             dtw_terms = []
@@ -296,6 +348,8 @@ def pretrain(
             rng.shuffle(perm)
             order += perm
         chosen, order = order[:videos_per_batch], order[videos_per_batch:]
+        if objective.retrieval_weight > 0 and objective.bank.due(step):
+            objective.refresh_bank(model, corpus.items, step, corpus.fps)
         batch = build_batch([corpus.items[i] for i in chosen], corpus.fps)
         out = objective(model, batch)
         opt.zero_grad(set_to_none=True)
@@ -303,7 +357,7 @@ def pretrain(
         torch.nn.utils.clip_grad_norm_(params, 5.0)
         opt.step()
         sched.step()
-        for loss in objective.clip_losses.values():
+        for loss in [*objective.clip_losses.values(), objective.retrieval_loss]:
             loss.clamp_parameters()
         history.append({k: float(v.detach()) for k, v in out.items()})
         if log_every and step % log_every == 0:
