@@ -1,5 +1,8 @@
 """Soft-DTW forward+backward: vlp_surgical.dtw vs tslearn, pysdtw, ddtw (numba) and a cell-by-cell loop.
 
+``ours`` is the default ``soft_dtw`` (on CPU: the numba fast path, parallel over the batch); ``ours (wavefront)`` is
+the PyTorch anti-diagonal wavefront (``backend="analytic"``, the GPU / no-numba path).
+
 Every implementation computes the squared-Euclidean soft-DTW (γ = 0.1) between ``x [B, N, D]`` and ``y [B, M, D]``
 and back-propagates the sum to ``x``; timings are interleaved in one process (medians), warm-up calls first so numba
 compilation is not timed. Peak memory is the resident-set growth during one forward+backward (``_common.PeakRSS``).
@@ -8,6 +11,7 @@ over B on a trailing dim, autograd through every cell) without its per-cell tabl
 
     uv run python benchmarks/surgical_softdtw.py            # all configurations
     uv run python benchmarks/surgical_softdtw.py --quick    # smoke run
+    uv run python benchmarks/surgical_softdtw.py --no-loop  # skip the (very slow) cell-by-cell loop
 """
 
 from __future__ import annotations
@@ -46,6 +50,8 @@ def cell_loop(x: torch.Tensor, y: torch.Tensor, xl: torch.Tensor, yl: torch.Tens
 def make_impls(x: torch.Tensor, y: torch.Tensor, xl: torch.Tensor, yl: torch.Tensor, equal: bool, with_loop: bool):
     impls: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {}
     impls["ours"] = lambda xx: soft_dtw(pairwise_sqeuclidean(xx, y), GAMMA, x_lengths=xl, y_lengths=yl)
+    impls["ours (wavefront)"] = lambda xx: soft_dtw(pairwise_sqeuclidean(xx, y), GAMMA, x_lengths=xl, y_lengths=yl,
+                                                    backend="analytic")  # fmt: skip
     notes = []
     try:
         from tslearn.metrics import SoftDTWLossPyTorch
@@ -134,13 +140,20 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--no-loop", action="store_true", help="skip the cell-by-cell loop")
     args = ap.parse_args()
     configs = [(64, 64, 64, 32, True, True), (256, 64, 64, 32, True, False), (64, 128, 128, 32, True, False),
                (64, 64, 64, 32, False, False)]  # fmt: skip
     if args.quick:
         configs, args.repeats = [(8, 16, 16, 8, True, True), (8, 16, 12, 8, False, False)], 2
     print(f"- {env_line()}")
-    print("- reproduce: `uv run python benchmarks/surgical_softdtw.py" + (" --quick`" if args.quick else "`"))
+    if args.no_loop:
+        configs = [c[:5] + (False,) for c in configs]
+    flags = (" --quick" if args.quick else "") + (" --no-loop" if args.no_loop else "")
+    print(f"- reproduce: `uv run python benchmarks/surgical_softdtw.py{flags}`")
+    from vlp_surgical.dtw import numba_available
+
+    print(f"- ours = numba fast path: {numba_available()}; torch threads {torch.get_num_threads()}")
     rows: list[list[object]] = []
     for cfg in configs:
         rows += run_config(*cfg, repeats=args.repeats)
