@@ -92,7 +92,8 @@ def make_impls(x: torch.Tensor, y: torch.Tensor, xl: torch.Tensor, yl: torch.Ten
     return impls, notes
 
 
-def run_config(b: int, n: int, m: int, d: int, equal: bool, with_loop: bool, repeats: int) -> list[list[object]]:
+def run_config(b: int, n: int, m: int, d: int, equal: bool, with_loop: bool, repeats: int,
+               only: set[str] | None = None) -> list[list[object]]:  # fmt: skip
     g = torch.Generator().manual_seed(0)
     x = torch.randn(b, n, d, generator=g)
     y = torch.randn(b, m, d, generator=g)
@@ -102,6 +103,8 @@ def run_config(b: int, n: int, m: int, d: int, equal: bool, with_loop: bool, rep
         xl = torch.randint(n // 4, n + 1, (b,), generator=g)
         yl = torch.randint(m // 4, m + 1, (b,), generator=g)
     impls, _ = make_impls(x, y, xl, yl, equal, with_loop)
+    if only:
+        impls = {k: v for k, v in impls.items() if k == "ours" or k in only}
 
     def once(fn: Callable[[torch.Tensor], torch.Tensor]) -> tuple[float, float, torch.Tensor]:
         xx = x.clone().requires_grad_(True)
@@ -141,6 +144,8 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--no-loop", action="store_true", help="skip the cell-by-cell loop")
+    ap.add_argument("--impls", default="", help="comma-separated peers to run besides ours (default: all)")
+    ap.add_argument("--configs", default="", help="comma-separated indices of the configurations to run (default: all)")
     args = ap.parse_args()
     configs = [(64, 64, 64, 32, True, True), (256, 64, 64, 32, True, False), (64, 128, 128, 32, True, False),
                (64, 64, 64, 32, False, False)]  # fmt: skip
@@ -149,14 +154,19 @@ def main() -> None:
     print(f"- {env_line()}")
     if args.no_loop:
         configs = [c[:5] + (False,) for c in configs]
+    if args.configs:
+        configs = [configs[int(i)] for i in args.configs.split(",")]
+    only = set(args.impls.split(",")) if args.impls else None
     flags = (" --quick" if args.quick else "") + (" --no-loop" if args.no_loop else "")
+    flags += (f" --impls {args.impls}" if args.impls else "") + (f" --configs {args.configs}" if args.configs else "")
+    flags += f" --repeats {args.repeats}" if args.repeats != 5 and not args.quick else ""
     print(f"- reproduce: `uv run python benchmarks/surgical_softdtw.py{flags}`")
     from vlp_surgical.dtw import numba_available
 
     print(f"- ours = numba fast path: {numba_available()}; torch threads {torch.get_num_threads()}")
     rows: list[list[object]] = []
     for cfg in configs:
-        rows += run_config(*cfg, repeats=args.repeats)
+        rows += run_config(*cfg, repeats=args.repeats, only=only)
     print()
     print(markdown_table(["config", "impl", "median ms (fwd+bwd)", "time / ours", "peak ΔRSS", "rel. diff of value", "max grad diff / max grad"],
                          rows))  # fmt: skip

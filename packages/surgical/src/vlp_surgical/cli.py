@@ -62,6 +62,8 @@ def fit(
     retrieval_k: int = 2,
     bank_weight: float = 0.5,
     refresh_every: int = 10,
+    checkpoint_every: int = 0,
+    resume: bool = False,
     skip_bad: bool = False,
 ) -> str:
     """Pretrain HecVL (+ PeskaVLP DTW) on a corpus root and save it with save_pretrained.
@@ -97,6 +99,8 @@ def fit(
         retrieval_k: silent neighbours per narration.
         bank_weight: weight of a retrieved positive (the paired clip has 1).
         refresh_every: steps between re-encodings of the silent-clip bank.
+        checkpoint_every: write <out>/checkpoint.pt (full training state) every this many steps; 0 = at the end only.
+        resume: continue from <out>/checkpoint.pt when it exists (same weights and history as an uninterrupted run).
         skip_bad: count and skip bad narration rows.
     """
     from vlp_surgical.losses import ProcedureDTWLoss
@@ -121,7 +125,8 @@ def fit(
                                retrieval_k=retrieval_k, bank_weight=bank_weight,
                                refresh_every=refresh_every)  # fmt: skip
     history = pretrain(model, corpus, objective, steps=steps, videos_per_batch=videos_per_batch, lr=lr,
-                       weight_decay=weight_decay, seed=seed, progress=True)  # fmt: skip
+                       weight_decay=weight_decay, seed=seed, progress=True, checkpoint=Path(out) / "checkpoint.pt",
+                       checkpoint_every=checkpoint_every, resume=resume)  # fmt: skip
     model.save_pretrained(out)
     (Path(out) / "history.json").write_text(json.dumps(history))
     print(f"final loss {history[-1]['loss']:.4f}; saved to {out}")

@@ -315,6 +315,20 @@ class HecVLObjective(nn.Module):
         return out
 
 
+def _generators(objective: HecVLObjective) -> dict[str, torch.Generator]:
+    """Every seeded generator the objective draws from (pair shuffling, DTW negatives, views)."""
+    gens = {}
+    for name, mod in objective.named_modules():
+        for attr, val in vars(mod).items():
+            if isinstance(val, torch.Generator):
+                gens[f"{name}.{attr}"] = val
+    return gens
+
+
+def _trainable_state(model: nn.Module) -> dict[str, Tensor]:
+    return {k: v for k, v in model.state_dict().items() if not k.startswith("text.encoder.")}
+
+
 def pretrain(
     model: HecVL,
     corpus: ProcedureCorpus,
@@ -326,11 +340,24 @@ def pretrain(
     seed: int = 0,
     progress: bool = False,
     log_every: int = 0,
+    checkpoint: str | Path | None = None,
+    checkpoint_every: int = 0,
+    resume: bool = False,
+    stop_after: int | None = None,
 ) -> list[dict[str, float]]:
-    """A small seeded AdamW loop (cosine schedule) over random groups of whole videos.
+    """A small seeded AdamW loop (cosine schedule) over random groups of whole videos, with exact resume.
+
+    Args:
+        checkpoint: file for the training state (model weights without the frozen text encoder, objective, optimiser,
+            schedule, step, data order, every random generator, the silent-clip bank and the history).
+        checkpoint_every: write ``checkpoint`` every this many steps (and after the last step run); 0 = only at the end.
+        resume: continue from ``checkpoint`` when it exists: the continued run gives the same weights and history as
+            an uninterrupted one (tested).
+        stop_after: stop once this many steps in total are done (a time-limited job; resume later). The schedule
+            still spans ``steps``.
 
     Returns:
-        Per-step logged scalars.
+        Per-step logged scalars (of the whole run, including resumed steps).
     """
     from tqdm.auto import tqdm
 
@@ -338,11 +365,46 @@ def pretrain(
     rng = random.Random(seed)
     params = [p for p in list(model.parameters()) + list(objective.parameters()) if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + np.cos(np.pi * min(s, steps) / steps)))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: float(0.5 * (1 + np.cos(np.pi * min(s, steps) / steps))))
     model.train()
-    history = []
+    history: list[dict[str, float]] = []
     order: list[int] = []
-    for step in tqdm(range(steps), desc="pretraining", disable=not progress):
+    start = 0
+    gens = _generators(objective)
+    ckpt = Path(checkpoint) if checkpoint else None
+    if resume and ckpt is not None and ckpt.is_file():
+        state = torch.load(ckpt, map_location="cpu", weights_only=True)
+        if state["steps"] != steps or state["n_videos"] != len(corpus):
+            raise ValueError(f"{ckpt}: written for steps={state['steps']} over {state['n_videos']} videos, "
+                             f"not steps={steps} over {len(corpus)}")  # fmt: skip
+        missing, unexpected = model.load_state_dict(state["model"], strict=False)
+        if unexpected or [k for k in missing if not k.startswith("text.encoder.")]:
+            raise ValueError(f"{ckpt}: model weights do not match (missing {missing}, unexpected {unexpected})")
+        objective.load_state_dict(state["objective"])
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        start, order, history = state["step"], list(state["order"]), list(state["history"])
+        rng.setstate(_to_tuple(state["python_rng"]))
+        torch.set_rng_state(state["torch_rng"])
+        for name, g in gens.items():
+            g.set_state(state["generators"][name])
+        objective.bank.bank, objective.bank.last_refresh = state["bank"], state["bank_last_refresh"]
+
+    def save(step: int) -> None:
+        if ckpt is None:
+            return
+        ckpt.parent.mkdir(parents=True, exist_ok=True)
+        state = {"model": _trainable_state(model), "objective": objective.state_dict(), "optimizer": opt.state_dict(),
+                 "scheduler": sched.state_dict(), "step": step, "steps": steps, "n_videos": len(corpus),
+                 "order": order, "history": history, "python_rng": rng.getstate(), "torch_rng": torch.get_rng_state(),
+                 "generators": {k: g.get_state() for k, g in gens.items()}, "bank": objective.bank.bank.detach(),
+                 "bank_last_refresh": objective.bank.last_refresh}  # fmt: skip
+        tmp = ckpt.with_suffix(ckpt.suffix + ".tmp")
+        torch.save(state, tmp)
+        tmp.replace(ckpt)  # atomic: an interrupted save never leaves a broken checkpoint
+
+    end = steps if stop_after is None else min(steps, stop_after)
+    for step in tqdm(range(start, end), desc="pretraining", disable=not progress, initial=start, total=steps):
         if len(order) < videos_per_batch:
             perm = list(range(len(corpus)))
             rng.shuffle(perm)
@@ -362,5 +424,13 @@ def pretrain(
         history.append({k: float(v.detach()) for k, v in out.items()})
         if log_every and step % log_every == 0:
             print(step, {k: round(v, 3) for k, v in history[-1].items()})
+        if checkpoint_every and (step + 1) % checkpoint_every == 0 and step + 1 < end:
+            save(step + 1)
+    save(max(end, start))
     model.eval()
     return history
+
+
+def _to_tuple(x):
+    """``random.Random.setstate`` wants tuples; a weights-only checkpoint may hand back lists."""
+    return tuple(_to_tuple(v) for v in x) if isinstance(x, list | tuple) else x
