@@ -186,6 +186,7 @@ _TORCHCODEC_HELP = (
 def _torchcodec_decoder_class():
     """``torchcodec.decoders.VideoDecoder``, or a :class:`BackendUnavailableError` naming what is missing."""
     try:
+        import torchcodec._core.ops as ops
         from torchcodec.decoders import VideoDecoder
     except ModuleNotFoundError as exc:
         if exc.name is not None and not exc.name.startswith("torchcodec"):
@@ -196,8 +197,6 @@ def _torchcodec_decoder_class():
         # Older torchcodec: importing fails when its FFmpeg libraries cannot be loaded.
         raise BackendUnavailableError(f"torchcodec is installed but cannot load FFmpeg ({type(exc).__name__}: "
                                       f"{_first_line(exc)}): {_TORCHCODEC_HELP}") from exc  # fmt: skip
-    import torchcodec._core.ops as ops
-
     if not getattr(ops, "_FFMPEG_AVAILABLE", True):
         # torchcodec >= 0.17 imports without FFmpeg (for its image decoders) and fails only when decoding video.
         try:
