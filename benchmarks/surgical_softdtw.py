@@ -1,5 +1,8 @@
 """Soft-DTW forward+backward: vlp_surgical.dtw vs tslearn, pysdtw, ddtw (numba) and a cell-by-cell loop.
 
+``ours`` is the default ``soft_dtw`` (on CPU: the numba fast path, parallel over the batch); ``ours (wavefront)`` is
+the PyTorch anti-diagonal wavefront (``backend="analytic"``, the GPU / no-numba path).
+
 Every implementation computes the squared-Euclidean soft-DTW (γ = 0.1) between ``x [B, N, D]`` and ``y [B, M, D]``
 and back-propagates the sum to ``x``; timings are interleaved in one process (medians), warm-up calls first so numba
 compilation is not timed. Peak memory is the resident-set growth during one forward+backward (``_common.PeakRSS``).
@@ -8,6 +11,7 @@ over B on a trailing dim, autograd through every cell) without its per-cell tabl
 
     uv run python benchmarks/surgical_softdtw.py            # all configurations
     uv run python benchmarks/surgical_softdtw.py --quick    # smoke run
+    uv run python benchmarks/surgical_softdtw.py --no-loop  # skip the (very slow) cell-by-cell loop
 """
 
 from __future__ import annotations
@@ -46,6 +50,8 @@ def cell_loop(x: torch.Tensor, y: torch.Tensor, xl: torch.Tensor, yl: torch.Tens
 def make_impls(x: torch.Tensor, y: torch.Tensor, xl: torch.Tensor, yl: torch.Tensor, equal: bool, with_loop: bool):
     impls: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {}
     impls["ours"] = lambda xx: soft_dtw(pairwise_sqeuclidean(xx, y), GAMMA, x_lengths=xl, y_lengths=yl)
+    impls["ours (wavefront)"] = lambda xx: soft_dtw(pairwise_sqeuclidean(xx, y), GAMMA, x_lengths=xl, y_lengths=yl,
+                                                    backend="analytic")  # fmt: skip
     notes = []
     try:
         from tslearn.metrics import SoftDTWLossPyTorch
@@ -86,7 +92,8 @@ def make_impls(x: torch.Tensor, y: torch.Tensor, xl: torch.Tensor, yl: torch.Ten
     return impls, notes
 
 
-def run_config(b: int, n: int, m: int, d: int, equal: bool, with_loop: bool, repeats: int) -> list[list[object]]:
+def run_config(b: int, n: int, m: int, d: int, equal: bool, with_loop: bool, repeats: int,
+               only: set[str] | None = None) -> list[list[object]]:  # fmt: skip
     g = torch.Generator().manual_seed(0)
     x = torch.randn(b, n, d, generator=g)
     y = torch.randn(b, m, d, generator=g)
@@ -96,6 +103,8 @@ def run_config(b: int, n: int, m: int, d: int, equal: bool, with_loop: bool, rep
         xl = torch.randint(n // 4, n + 1, (b,), generator=g)
         yl = torch.randint(m // 4, m + 1, (b,), generator=g)
     impls, _ = make_impls(x, y, xl, yl, equal, with_loop)
+    if only:
+        impls = {k: v for k, v in impls.items() if k == "ours" or k in only}
 
     def once(fn: Callable[[torch.Tensor], torch.Tensor]) -> tuple[float, float, torch.Tensor]:
         xx = x.clone().requires_grad_(True)
@@ -134,16 +143,30 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--no-loop", action="store_true", help="skip the cell-by-cell loop")
+    ap.add_argument("--impls", default="", help="comma-separated peers to run besides ours (default: all)")
+    ap.add_argument("--configs", default="", help="comma-separated indices of the configurations to run (default: all)")
     args = ap.parse_args()
     configs = [(64, 64, 64, 32, True, True), (256, 64, 64, 32, True, False), (64, 128, 128, 32, True, False),
                (64, 64, 64, 32, False, False)]  # fmt: skip
     if args.quick:
         configs, args.repeats = [(8, 16, 16, 8, True, True), (8, 16, 12, 8, False, False)], 2
     print(f"- {env_line()}")
-    print("- reproduce: `uv run python benchmarks/surgical_softdtw.py" + (" --quick`" if args.quick else "`"))
+    if args.no_loop:
+        configs = [c[:5] + (False,) for c in configs]
+    if args.configs:
+        configs = [configs[int(i)] for i in args.configs.split(",")]
+    only = set(args.impls.split(",")) if args.impls else None
+    flags = (" --quick" if args.quick else "") + (" --no-loop" if args.no_loop else "")
+    flags += (f" --impls {args.impls}" if args.impls else "") + (f" --configs {args.configs}" if args.configs else "")
+    flags += f" --repeats {args.repeats}" if args.repeats != 5 and not args.quick else ""
+    print(f"- reproduce: `uv run python benchmarks/surgical_softdtw.py{flags}`")
+    from vlp_surgical.dtw import numba_available
+
+    print(f"- ours = numba fast path: {numba_available()}; torch threads {torch.get_num_threads()}")
     rows: list[list[object]] = []
     for cfg in configs:
-        rows += run_config(*cfg, repeats=args.repeats)
+        rows += run_config(*cfg, repeats=args.repeats, only=only)
     print()
     print(markdown_table(["config", "impl", "median ms (fwd+bwd)", "time / ours", "peak ΔRSS", "rel. diff of value", "max grad diff / max grad"],
                          rows))  # fmt: skip

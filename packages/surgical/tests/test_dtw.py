@@ -88,7 +88,7 @@ def test_prob_relaxation_is_bounded_below_by_hard_dtw() -> None:
 
 
 @pytest.mark.parametrize("relaxation", ["logsumexp", "prob"])
-@pytest.mark.parametrize("backend", ["analytic", "autograd"])
+@pytest.mark.parametrize("backend", ["numba", "analytic", "autograd"])
 def test_gradcheck_float64_with_lengths(relaxation: str, backend: str) -> None:
     g = torch.Generator().manual_seed(3)
     cost = torch.rand(3, 5, 4, generator=g, dtype=torch.float64).requires_grad_(True)
@@ -105,13 +105,43 @@ def test_analytic_backward_equals_autograd(relaxation: str) -> None:
     cost = torch.randn(4, 9, 6, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
     xl, yl = torch.tensor([9, 4, 7, 1]), torch.tensor([6, 6, 2, 3])
     grads = []
-    for backend in ("analytic", "autograd"):
+    for backend in ("numba", "analytic", "autograd"):
         c = cost.clone().requires_grad_(True)
         v = soft_dtw(c, 0.2, x_lengths=xl, y_lengths=yl, relaxation=relaxation, backend=backend)
         (v * torch.arange(1, 5)).sum().backward()
         grads.append((v.detach(), c.grad))
-    torch.testing.assert_close(grads[0][0], grads[1][0], rtol=1e-12, atol=1e-12)
-    torch.testing.assert_close(grads[0][1], grads[1][1], rtol=1e-10, atol=1e-12)
+    for other in grads[1:]:  # numba == torch wavefront (analytic) == plain autograd
+        torch.testing.assert_close(grads[0][0], other[0], rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(grads[0][1], other[1], rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("relaxation", ["logsumexp", "prob"])
+@pytest.mark.parametrize("gamma", [0.0, 0.05, 1.0])
+def test_numba_fast_path_equals_torch_wavefront(relaxation: str, gamma: float) -> None:
+    from vlp_surgical.dtw import numba_available
+
+    assert numba_available()  # a declared dependency: the CPU fast path must be active in this environment
+    g = torch.Generator().manual_seed(11)
+    # n > m exercises the transposition, unequal lengths the masks, the band the +inf cells (sample 3: no path).
+    cost = torch.rand(5, 9, 6, generator=g, dtype=torch.float64) * 3
+    xl, yl = torch.tensor([9, 4, 7, 1, 9]), torch.tensor([6, 6, 2, 3, 1])
+    for band in (None, 1.0):
+        out = {}
+        for backend in ("numba", "analytic"):
+            c = cost.clone().requires_grad_(True)
+            v = soft_dtw(c, gamma, x_lengths=xl, y_lengths=yl, relaxation=relaxation, band=band, backend=backend)
+            torch.where(torch.isfinite(v), v, torch.zeros_like(v)).mul(torch.arange(1.0, 6.0)).sum().backward()
+            out[backend] = (v.detach(), c.grad)
+        torch.testing.assert_close(out["numba"][0], out["analytic"][0], rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(out["numba"][1], out["analytic"][1], rtol=1e-10, atol=1e-12)
+        assert float(out["numba"][1][0, 4:].abs().sum()) == 0.0 or int(xl[0]) > 4  # padding rows of sample 0 exist
+        assert float(out["numba"][1][1, 4:].abs().sum()) == 0.0  # sample 1 has 4 rows: no gradient on padding
+    # float32 agrees to float32 rounding, and the default picks the fast path on CPU.
+    c32 = cost.float()
+    torch.testing.assert_close(soft_dtw(c32, 0.1, x_lengths=xl, y_lengths=yl, relaxation=relaxation),
+                               soft_dtw(c32, 0.1, x_lengths=xl, y_lengths=yl, relaxation=relaxation,
+                                        backend="analytic"), rtol=1e-5, atol=1e-5)  # fmt: skip
+    assert soft_dtw(c32, 0.1, relaxation=relaxation, backend="auto").dtype == torch.float32
 
 
 def test_padded_equals_unpadded_and_padding_gets_no_gradient() -> None:

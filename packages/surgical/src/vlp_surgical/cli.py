@@ -12,7 +12,8 @@ from typing import Any
 __all__ = ["demo", "fit", "generate", "main", "zeroshot"]
 
 
-def generate(root: str, n_train: int = 16, n_val: int = 4, n_test: int = 8, seed: int = 0) -> str:
+def generate(root: str, n_train: int = 16, n_val: int = 4, n_test: int = 8, seed: int = 0,
+             silent_fraction: float = 0.25) -> str:  # fmt: skip
     """Write a synthetic Cholec80-format procedure corpus (MP4s, frame folders, annotations, narrations).
 
     Args:
@@ -21,10 +22,12 @@ def generate(root: str, n_train: int = 16, n_val: int = 4, n_test: int = 8, seed
         n_val: validation videos.
         n_test: test videos.
         seed: seed.
+        silent_fraction: share of clip narrations left out (written to silent_clips.csv as unnarrated clips).
     """
     from vlp_surgical.synth import make_procedures
 
-    path = make_procedures(root, n_train=n_train, n_val=n_val, n_test=n_test, seed=seed, progress=True)
+    path = make_procedures(root, n_train=n_train, n_val=n_val, n_test=n_test, seed=seed, progress=True,
+                           silent_fraction=silent_fraction)  # fmt: skip
     print(f"wrote procedures to {path}")
     return str(path)
 
@@ -52,6 +55,15 @@ def fit(
     dtw_gamma: float = 0.1,
     dtw_margin: float = 0.1,
     dtw_negatives: list[str] = ["reverse", "shuffle"],  # noqa: B006
+    ssl_weight: float = 0.0,
+    ssl_temperature: float = 0.1,
+    ssl_max_clips: int = 16,
+    retrieval_weight: float = 0.0,
+    retrieval_k: int = 2,
+    bank_weight: float = 0.5,
+    refresh_every: int = 10,
+    checkpoint_every: int = 0,
+    resume: bool = False,
     skip_bad: bool = False,
 ) -> str:
     """Pretrain HecVL (+ PeskaVLP DTW) on a corpus root and save it with save_pretrained.
@@ -79,6 +91,16 @@ def fit(
         dtw_gamma: soft-DTW smoothing.
         dtw_margin: hinge margin.
         dtw_negatives: reverse, shuffle, local.
+        ssl_weight: weight of the two-view visual self-supervision (NT-Xent between augmented views of clips; 0 = off).
+        ssl_temperature: NT-Xent temperature.
+        ssl_max_clips: clips per step that get two views.
+        retrieval_weight: weight of the OphCLIP term (silent clips retrieved from the bank as extra positives; 0 = off;
+            needs silent_clips.csv in the root).
+        retrieval_k: silent neighbours per narration.
+        bank_weight: weight of a retrieved positive (the paired clip has 1).
+        refresh_every: steps between re-encodings of the silent-clip bank.
+        checkpoint_every: write <out>/checkpoint.pt (full training state) every this many steps; 0 = at the end only.
+        resume: continue from <out>/checkpoint.pt when it exists (same weights and history as an uninterrupted run).
         skip_bad: count and skip bad narration rows.
     """
     from vlp_surgical.losses import ProcedureDTWLoss
@@ -97,16 +119,23 @@ def fit(
     model = HecVL(backbone, frame_dim, embed_dim, temporal, img_size, text_model_path)
     dtw = ProcedureDTWLoss(gamma=dtw_gamma, relaxation=dtw_relaxation, axis=dtw_axis,  # type: ignore[arg-type]
                            negatives=tuple(dtw_negatives), margin=dtw_margin, seed=seed)  # fmt: skip
-    objective = HecVLObjective(dtw_weight=dtw_weight, dtw_levels=tuple(dtw_levels), dtw=dtw, seed=seed)
+    objective = HecVLObjective(dtw_weight=dtw_weight, dtw_levels=tuple(dtw_levels), dtw=dtw, seed=seed,
+                               ssl_weight=ssl_weight, ssl_temperature=ssl_temperature,
+                               ssl_max_clips=ssl_max_clips, retrieval_weight=retrieval_weight,
+                               retrieval_k=retrieval_k, bank_weight=bank_weight,
+                               refresh_every=refresh_every)  # fmt: skip
     history = pretrain(model, corpus, objective, steps=steps, videos_per_batch=videos_per_batch, lr=lr,
-                       weight_decay=weight_decay, seed=seed, progress=True)  # fmt: skip
+                       weight_decay=weight_decay, seed=seed, progress=True, checkpoint=Path(out) / "checkpoint.pt",
+                       checkpoint_every=checkpoint_every, resume=resume)  # fmt: skip
     model.save_pretrained(out)
     (Path(out) / "history.json").write_text(json.dumps(history))
     print(f"final loss {history[-1]['loss']:.4f}; saved to {out}")
     return out
 
 
-def _eval_items(dataset: str, root: str, split: str, fps: float, source: str) -> list[Any]:
+def _eval_items(
+    dataset: str, root: str, split: str, fps: float, source: str, narrations: str | None = None, backend: str = "pyav"
+) -> list[Any]:
     import numpy as np
     import torch
 
@@ -125,18 +154,23 @@ def _eval_items(dataset: str, root: str, split: str, fps: float, source: str) ->
         ids = json.loads((r / "splits.json").read_text())[split]
     else:
         ids = cholec80_split(split) if dataset == "cholec80" else autolaparo_split(split)
+    hier = {}
+    if narrations:
+        from vlp_surgical.narration import read_narrations
+
+        hier = read_narrations(narrations).videos
     items = []
     for vid in ids:
         if source == "frames":
             ff = FrameFolder(r / "frames" / vid, fps=fps)
             frames, times = ff.read_at(np.arange(ff.n_frames) / fps)
         else:
-            frames, times = read_video(r / "videos" / f"{vid}.mp4", fps=fps)
+            frames, times = read_video(r / "videos" / f"{vid}.mp4", fps=fps, backend=backend)
         if dataset == "cholec80":
             ann = read_cholec80_phases(r / "phase_annotations" / f"{vid}-phase.txt", sample_fps=None)
         else:
             ann = read_autolaparo_phases(r / "labels" / f"label_{vid}.txt")
-        items.append(VideoItem(vid, torch.from_numpy(frames), None, labels_at(ann, times)))
+        items.append(VideoItem(vid, torch.from_numpy(frames), hier.get(vid), labels_at(ann, times)))
     return items
 
 
@@ -149,9 +183,13 @@ def zeroshot(
     source: str = "video",
     prompt_ensemble: bool = False,
     smoothing: int = 0,
+    retrieval: bool = True,
+    narrations: str | None = None,
+    video_backend: str = "pyav",
     out: str = "zeroshot_results",
 ) -> list[dict]:
-    """Zero-shot phase recognition: prints the table, writes zeroshot.csv/json and timeline.png.
+    """Zero-shot phase recognition (+ text<->video retrieval): prints the tables, writes zeroshot.csv/json,
+    retrieval.csv and timeline.png; returns the zero-shot rows followed by the retrieval rows.
 
     Args:
         ckpt: folder written by fit (save_pretrained).
@@ -162,10 +200,22 @@ def zeroshot(
         source: video (MP4 through PyAV) or frames (frame folders at fps).
         prompt_ensemble: also report the prompt-ensemble row.
         smoothing: also report a row with this temporal smoothing window (frames).
+        retrieval: also report text->video and video->text R@1/5/10 (clip<->narration, phase<->summary,
+            video<->abstract) over the split's videos that have narrations (needs a narration table).
+        narrations: narration table (CSV/Parquet) for retrieval; default <root>/narrations.csv when present.
+        video_backend: pyav, torchcodec (optional extra + system FFmpeg) or auto (torchcodec when usable).
         out: output folder.
     """
     from vlp_surgical.annotations import AUTOLAPARO_PHASES, CHOLEC80_PHASES
-    from vlp_surgical.eval import ZeroShotProtocol, evaluate_zeroshot, format_table, plot_timeline, write_results
+    from vlp_surgical.eval import (
+        ZeroShotProtocol,
+        evaluate_retrieval,
+        evaluate_zeroshot,
+        format_retrieval_table,
+        format_table,
+        plot_timeline,
+        write_results,
+    )
     from vlp_surgical.models import HecVL
 
     if not ckpt or not root:
@@ -175,7 +225,8 @@ def zeroshot(
     model = HecVL.from_pretrained(ckpt).eval()
     phases = CHOLEC80_PHASES if dataset == "cholec80" else AUTOLAPARO_PHASES
     protocol = ZeroShotProtocol(dataset=dataset, split=split, fps=fps, img_size=model.img_size, phases=phases)
-    items = _eval_items(dataset, root, split, fps, source)
+    narr = narrations or (str(Path(root) / "narrations.csv") if (Path(root) / "narrations.csv").is_file() else None)
+    items = _eval_items(dataset, root, split, fps, source, narr if retrieval else None, video_backend)
     rows = []
     metrics, preds = evaluate_zeroshot(model, items, protocol)
     rows.append({"row": "zero-shot", **metrics})
@@ -186,11 +237,19 @@ def zeroshot(
         p = ZeroShotProtocol(**{**protocol.to_dict(), "smoothing": smoothing})
         rows.append({"row": f"zero-shot, smoothing {smoothing}", **evaluate_zeroshot(model, items, p)[0]})
     print(format_table(rows))
-    paths = write_results(rows, out, "zeroshot", protocol)
+    retrieval_rows = None
+    if retrieval:
+        narrated = [it for it in items if it.hierarchy is not None]
+        if narrated:
+            retrieval_rows = evaluate_retrieval(model, narrated, fps=fps)
+            print(format_retrieval_table(retrieval_rows))
+        else:
+            print("retrieval: skipped (no narrations for the evaluated videos; pass --narrations)")
+    paths = write_results(rows, out, "zeroshot", protocol, retrieval=retrieval_rows)
     paths.append(plot_timeline([it.video_id for it in items], [it.labels for it in items], preds, phases,
                                Path(out) / "timeline.png"))  # fmt: skip
     print(f"wrote {', '.join(map(str, paths))}")
-    return rows
+    return rows + (retrieval_rows or [])
 
 
 def demo(out: str = "runs/demo-surgical", data_dir: str | None = None, scale: str = "small", seed: int = 0) -> dict:

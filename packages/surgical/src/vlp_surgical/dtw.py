@@ -37,6 +37,7 @@ from torch.autograd.function import once_differentiable
 
 __all__ = [
     "SoftDTW",
+    "numba_available",
     "dtw_path",
     "pairwise_cosine_distance",
     "pairwise_sqeuclidean",
@@ -251,6 +252,38 @@ class _SoftDTWFunction(torch.autograd.Function):
         return grad, None, None, None, None
 
 
+class _NumbaSoftDTWFunction(torch.autograd.Function):
+    """CPU fast path: the same table and analytic backward computed by numba kernels (``_dtw_numba``)."""
+
+    @staticmethod
+    def forward(ctx, cost: Tensor, n_len: Tensor, m_len: Tensor, gamma: float, relaxation: str) -> Tensor:  # type: ignore[override]
+        from vlp_surgical import _dtw_numba
+
+        nl, ml = n_len.cpu().numpy().astype(np.int64), m_len.cpu().numpy().astype(np.int64)
+        r, value = _dtw_numba.forward(cost.detach().numpy(), nl, ml, gamma, relaxation == "prob", _big(cost.dtype))
+        ctx.table, ctx.lengths, ctx.gamma, ctx.relaxation = r, (nl, ml), gamma, relaxation
+        out = torch.from_numpy(value)
+        return out.masked_fill(out >= 0.5 * _big(cost.dtype), _INF)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_out: Tensor):  # type: ignore[override]
+        from vlp_surgical import _dtw_numba
+
+        g = _dtw_numba.backward(ctx.table, *ctx.lengths, grad_out.detach().cpu().numpy(), ctx.gamma,
+                                ctx.relaxation == "prob")  # fmt: skip
+        return torch.from_numpy(g), None, None, None, None
+
+
+def numba_available() -> bool:
+    """Whether the numba CPU fast path of :func:`soft_dtw` can run here."""
+    try:
+        from vlp_surgical import _dtw_numba
+    except ImportError:  # pragma: no cover
+        return False
+    return _dtw_numba.AVAILABLE
+
+
 def _autograd_soft_dtw(cost: Tensor, n_len: Tensor, m_len: Tensor, gamma: float, relaxation: str) -> Tensor:
     """The same wavefront with differentiable ops and true ``+inf`` borders (an independent reference for the
     analytic backward; supports higher-order gradients)."""
@@ -288,7 +321,7 @@ def soft_dtw(
     y_lengths: Tensor | None = None,
     relaxation: Relaxation = "logsumexp",
     band: float | None = None,
-    backend: Literal["analytic", "autograd"] = "analytic",
+    backend: Literal["auto", "numba", "analytic", "autograd"] = "auto",
 ) -> Tensor:
     """Soft-DTW value of each cost matrix in a batch.
 
@@ -300,8 +333,10 @@ def soft_dtw(
         relaxation: ``"logsumexp"`` (Cuturi & Blondel) or ``"prob"`` (soft-argmin expectation, PeskaVLP).
         band: optional Sakoe–Chiba half-width in columns around the line from ``(1, 1)`` to ``(n_b, m_b)``
             (length-ratio aware); cells outside cost ``+inf``. A band too narrow to connect the corners gives ``+inf``.
-        backend: ``"analytic"`` (custom autograd Function, O(B·N·M) memory) or ``"autograd"`` (plain autograd
-            through the wavefront; slower, supports double backward).
+        backend: ``"auto"`` (default: ``"numba"`` for CPU tensors when numba is importable, else ``"analytic"``),
+            ``"numba"`` (compiled CPU kernels, parallel over the batch, analytic backward), ``"analytic"`` (the
+            PyTorch anti-diagonal wavefront with analytic backward, any device; O(B·N·M) memory) or ``"autograd"``
+            (plain autograd through the wavefront; slower, supports double backward). The three agree to rounding.
 
     Returns:
         ``[B]`` values ``R[b, n_b, m_b]`` (a 0-d tensor for a 2-D input).
@@ -312,12 +347,20 @@ def soft_dtw(
         raise ValueError(f"relaxation must be 'logsumexp' or 'prob', got {relaxation!r}")
     squeeze = cost.ndim == 2
     masked, n_len, m_len, _ = _prepare(cost, x_lengths, y_lengths, band)
-    if backend == "analytic":
+    if backend == "auto":
+        backend = "numba" if masked.device.type == "cpu" and numba_available() else "analytic"
+    if backend == "numba":
+        if masked.device.type != "cpu":
+            raise ValueError(f"backend='numba' runs on CPU tensors only, got a cost on {masked.device}")
+        if not numba_available():
+            raise ImportError("backend='numba' needs numba (pip install numba); backend='analytic' needs nothing")
+        out = _NumbaSoftDTWFunction.apply(masked, n_len, m_len, float(gamma), relaxation)
+    elif backend == "analytic":
         out = _SoftDTWFunction.apply(masked, n_len, m_len, float(gamma), relaxation)
     elif backend == "autograd":
         out = _autograd_soft_dtw(masked, n_len, m_len, float(gamma), relaxation)
     else:
-        raise ValueError(f"backend must be 'analytic' or 'autograd', got {backend!r}")
+        raise ValueError(f"backend must be 'auto', 'numba', 'analytic' or 'autograd', got {backend!r}")
     return out[0] if squeeze else out
 
 

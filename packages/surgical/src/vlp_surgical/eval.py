@@ -20,11 +20,16 @@ from vlp_surgical.annotations import CHOLEC80_PHASES
 
 __all__ = [
     "PHASE_PROMPTS",
+    "RETRIEVAL_LEVELS",
     "ZeroShotProtocol",
+    "evaluate_retrieval",
+    "format_retrieval_table",
+    "level_retrieval",
     "linear_probe",
     "phase_metrics",
     "plot_timeline",
     "prompt_embeddings",
+    "retrieval_embeddings",
     "zeroshot_predict",
 ]
 
@@ -240,8 +245,104 @@ def plot_timeline(video_ids: list[str], y_true: list[np.ndarray], y_pred: list[n
     return path
 
 
-def write_results(rows: list[dict], out: str | Path, name: str, protocol: ZeroShotProtocol | None = None) -> list[Path]:
-    """``<out>/<name>.csv`` and ``<out>/<name>.json`` (with the protocol)."""
+# ------------------------------------------------------------------------------------- text <-> video retrieval
+#: Which segments / texts of :func:`vlp_surgical.training.build_batch` each retrieval level pairs.
+RETRIEVAL_LEVELS: dict[str, tuple[str, str]] = {
+    "clip": ("clip_segments", "clip_texts"),  # clip <-> its narration sentence
+    "phase": ("phase_segments", "phase_texts"),  # phase <-> its summary
+    "video": ("video_segments", "video_texts"),  # whole video <-> its abstract
+}
+
+
+@torch.no_grad()
+def retrieval_embeddings(model, items, levels: Sequence[str] = tuple(RETRIEVAL_LEVELS), fps: float = 1.0,
+                         batch_size: int = 256) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:  # fmt: skip
+    """Paired ``(visual [S, D], text [S, D])`` embeddings per level, row ``i`` of both sides being one pair.
+
+    Segments are pooled exactly as in training (:meth:`HecVL.pool_segments` over 1-fps frame features, then the
+    level's projection); texts go through the level's text projection. ``items`` need narration hierarchies.
+    """
+    from vlp_surgical.training import build_batch
+
+    model.eval()
+    batch = build_batch(list(items), fps)
+    frames = batch["frames"]
+    feats = torch.cat([model.encode_frames(frames[i : i + batch_size]) for i in range(0, frames.shape[0], batch_size)])
+    out = {}
+    for level in levels:
+        seg_key, txt_key = RETRIEVAL_LEVELS[level]
+        if len(batch[txt_key]) == 0:
+            continue
+        pooled, _, _ = model.pool_segments(feats, batch[seg_key])
+        out[level] = (model.vis_proj[level](pooled), model.encode_text(list(batch[txt_key]), level))
+    return out
+
+
+def level_retrieval(visual: torch.Tensor, text: torch.Tensor, ks: Sequence[int] = (1, 5, 10)) -> dict[str, dict]:
+    """Text→video and video→text retrieval between paired embeddings (pair ``i`` = row ``i`` of both).
+
+    Uses core's chunked :func:`vlp_core.eval.retrieval.retrieval_metrics`: cosine similarity, one positive per query
+    (its own pair), ``ties="mean"`` (a tie with a negative — e.g. two identical narration sentences — counts as half
+    a rank, and R@K is the expected recall over random tie orders). Query and gallery are different modalities, so
+    no query is ever its own candidate (``exclude_self`` does not apply). R@K with ``K >= gallery size`` is trivially
+    1 and reported as ``None``.
+
+    Returns:
+        ``{"text_to_video": {...}, "video_to_text": {...}}`` with ``R@K``, ``median_rank``, ``mean_rank``,
+        ``n_queries``, ``gallery`` (gallery size) and ``chance_R@1`` (``1 / gallery``).
+    """
+    from vlp_core.eval.retrieval import retrieval_metrics
+
+    if visual.shape[0] != text.shape[0]:
+        raise ValueError(f"paired retrieval needs as many texts as segments, got {text.shape[0]} and {visual.shape[0]}")
+    n = visual.shape[0]
+    out = {}
+    for name, (q, g) in {"text_to_video": (text, visual), "video_to_text": (visual, text)}.items():
+        m = retrieval_metrics(q.float(), g.float(), None, ks=tuple(ks), ties="mean")
+        for k in ks:
+            if k >= n:
+                m[f"R@{k}"] = None
+        m["gallery"] = n
+        m["chance_R@1"] = 1.0 / n
+        out[name] = m
+    return out
+
+
+def evaluate_retrieval(model, items, ks: Sequence[int] = (1, 5, 10), levels: Sequence[str] = tuple(RETRIEVAL_LEVELS),
+                       fps: float = 1.0, prefix: str = "retrieval") -> list[dict]:  # fmt: skip
+    """Rows ``{"row", "level", "direction", "R@1", ..., "median_rank", "mean_rank", "n_queries", "gallery",
+    "chance_R@1"}`` for every level and both directions over the held-out ``items`` (one gallery per level: all
+    segments of all the given videos)."""
+    rows = []
+    for level, (vis, txt) in retrieval_embeddings(model, items, levels, fps).items():
+        if vis.shape[0] < 2:
+            continue  # one pair: retrieval is trivial
+        for direction, m in level_retrieval(vis, txt, ks).items():
+            arrow = "text→video" if direction == "text_to_video" else "video→text"
+            rows.append({"row": f"{prefix} {level} {arrow}", "level": level, "direction": direction, **m})
+    return rows
+
+
+def format_retrieval_table(
+    rows: list[dict], ks: Sequence[int] = (1, 5, 10), notes: dict[str, str] | None = None
+) -> str:
+    """Markdown table of :func:`evaluate_retrieval` rows (``–`` where R@K is trivial)."""
+    keys = [f"R@{k}" for k in ks]
+    lines = ["| row | " + " | ".join(keys) + " | median rank | gallery (chance R@1) | note |",
+             "|" + "---|" * (len(keys) + 4)]  # fmt: skip
+    for r in rows:
+        vals = " | ".join("–" if r[k] is None else f"{r[k]:.3f}" for k in keys)
+        note = (notes or {}).get(r["row"], "")
+        lines.append(
+            f"| {r['row']} | {vals} | {r['median_rank']:g} | {r['gallery']} ({r['chance_R@1']:.3f}) | {note} |"
+        )
+    return "\n".join(lines)
+
+
+def write_results(rows: list[dict], out: str | Path, name: str, protocol: ZeroShotProtocol | None = None,
+                  retrieval: list[dict] | None = None) -> list[Path]:  # fmt: skip
+    """``<out>/<name>.csv`` and ``<out>/<name>.json`` (with the protocol); retrieval rows, when given, go into the
+    JSON under ``"retrieval"`` and into ``<out>/retrieval.csv``."""
     import pandas as pd
 
     out = Path(out)
@@ -249,8 +350,15 @@ def write_results(rows: list[dict], out: str | Path, name: str, protocol: ZeroSh
     csv = out / f"{name}.csv"
     pd.DataFrame(rows).to_csv(csv, index=False)
     js = out / f"{name}.json"
-    js.write_text(json.dumps({"rows": rows, "protocol": protocol.to_dict() if protocol else None}, indent=1))
-    return [csv, js]
+    payload = {"rows": rows, "protocol": protocol.to_dict() if protocol else None}
+    paths = [csv, js]
+    if retrieval is not None:
+        payload["retrieval"] = retrieval
+        rcsv = out / "retrieval.csv"
+        pd.DataFrame(retrieval).to_csv(rcsv, index=False)
+        paths.append(rcsv)
+    js.write_text(json.dumps(payload, indent=1))
+    return paths
 
 
 def format_table(rows: list[dict]) -> str:

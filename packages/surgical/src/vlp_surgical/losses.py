@@ -20,6 +20,7 @@ __all__ = [
     "alignment_cost",
     "chunked_topk",
     "negative_orders",
+    "nt_xent",
     "retrieval_positives",
 ]
 
@@ -141,6 +142,19 @@ class ProcedureDTWLoss(nn.Module):
             gaps.append((b - a).detach().mean())
         loss = torch.stack(hinge).mean() + self.positive_weight * a.mean()
         return {"loss": loss, "dtw_pos": a.detach().mean(), "dtw_gap": torch.stack(gaps).mean()}
+
+
+# ------------------------------------------------------------------------------------ visual self-supervision
+def nt_xent(z1: Tensor, z2: Tensor, temperature: float = 0.1) -> Tensor:
+    """SimCLR's NT-Xent between two views ``[B, D]`` (row ``i`` of both = one clip): each of the ``2B`` embeddings
+    must pick its other view among the ``2B - 1`` others (cosine / ``temperature``); mean over the ``2B`` anchors."""
+    if z1.shape != z2.shape or z1.shape[0] < 2:
+        raise ValueError(f"nt_xent needs two views of the same >= 2 items, got {tuple(z1.shape)} and {tuple(z2.shape)}")
+    b = z1.shape[0]
+    z = F.normalize(torch.cat((z1, z2)), dim=-1)
+    logits = (z @ z.T / temperature).fill_diagonal_(float("-inf"))
+    target = torch.cat((torch.arange(b, 2 * b), torch.arange(b))).to(z.device)
+    return F.cross_entropy(logits, target)
 
 
 # ------------------------------------------------------------------------------------------- OphCLIP memory bank

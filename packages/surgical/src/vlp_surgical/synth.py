@@ -13,10 +13,14 @@ Written files (``root`` below)::
     frames/videoNN/videoNN_000000.png        1-fps frame folder (0-based)
     phase_annotations/videoNN-phase.txt      Cholec80 format: Frame<TAB>Phase, one row per frame at 25 fps
     narrations.csv                           the narration schema of vlp_surgical.narration
+    silent_clips.csv                         unnarrated clips: video_id, id, start, end (see ``silent_fraction``)
     splits.json                              {"train": [...], "val": [...], "test": [...]}
 
 Narrations are written in surgical language with varied phrasing: clip narrations every 1.5–3 s, one summary per
-phase and one abstract per video. The descriptive prompts used for zero-shot evaluation (``vlp_surgical.prompts``)
+phase and one abstract per video. With ``silent_fraction > 0`` each clip narration is dropped with that probability
+(as when the surgeon says nothing): its row is absent from ``narrations.csv`` and its time span is listed in
+``silent_clips.csv`` instead — the unnarrated ("silent") clips that OphCLIP-style retrieval augmentation
+(:class:`vlp_surgical.losses.SilentClipBank`) draws extra positives from. The frames are unchanged. The descriptive prompts used for zero-shot evaluation (``vlp_surgical.prompts``)
 use different wording; a test checks that no prompt sentence or 4-word run of one occurs in the narrations.
 """
 
@@ -226,8 +230,11 @@ def make_procedures(
     phase_seconds: tuple[float, float] = (4.0, 8.0),
     seed: int = 0,
     progress: bool = False,
+    silent_fraction: float = 0.0,
 ) -> Path:
     """Write a small Cholec80-like corpus (see the module docstring); skipped if ``root/done.json`` matches.
+
+    ``silent_fraction``: probability that a clip narration is left out (its span goes to ``silent_clips.csv``).
 
     Returns:
         ``root``.
@@ -237,13 +244,16 @@ def make_procedures(
 
     root = Path(root)
     params = {"n_train": n_train, "n_val": n_val, "n_test": n_test, "size": size,
-              "phase_seconds": list(phase_seconds), "seed": seed, "version": 1}  # fmt: skip
+              "phase_seconds": list(phase_seconds), "seed": seed, "version": 2,
+              "silent_fraction": silent_fraction}  # fmt: skip
     done = root / "done.json"
     if done.is_file() and json.loads(done.read_text()) == params:
         return root
     for sub in ("videos", "frames", "phase_annotations"):
         (root / sub).mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
+    silent_rng = np.random.default_rng([seed, 1])  # separate stream: the narrated corpus is the same for any fraction
+    silent_rows = []
     n = n_train + n_val + n_test
     ids = [f"video{i:02d}" for i in range(1, n + 1)]
     rows = []
@@ -277,12 +287,17 @@ def make_procedures(
             c0, k = t, 0
             while c0 + 1.5 <= pend:
                 c1 = min(pend, c0 + rng.uniform(1.5, 3.0))
-                rows.append({"video_id": vid, "id": f"{phase_id}_c{k}", "level": "clip", "start": round(c0, 3),
-                             "end": round(c1, 3), "text": _fill(str(rng.choice(CLIP_TEMPLATES[name])), rng),
-                             "parent_id": phase_id})  # fmt: skip
+                row = {"video_id": vid, "id": f"{phase_id}_c{k}", "level": "clip", "start": round(c0, 3),
+                       "end": round(c1, 3), "text": _fill(str(rng.choice(CLIP_TEMPLATES[name])), rng),
+                       "parent_id": phase_id}  # fmt: skip
+                if silent_rng.random() < silent_fraction:
+                    silent_rows.append({k: row[k] for k in ("video_id", "id", "start", "end")})
+                else:
+                    rows.append(row)
                 c0, k = c1, k + 1
             t = pend
     pd.DataFrame(rows).to_csv(root / "narrations.csv", index=False)
+    pd.DataFrame(silent_rows, columns=["video_id", "id", "start", "end"]).to_csv(root / "silent_clips.csv", index=False)
     splits = {"train": ids[:n_train], "val": ids[n_train : n_train + n_val], "test": ids[n_train + n_val :]}
     (root / "splits.json").write_text(json.dumps(splits, indent=1))
     done.write_text(json.dumps(params))

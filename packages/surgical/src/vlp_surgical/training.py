@@ -17,8 +17,9 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from vlp_core.losses import ClipLoss
-from vlp_surgical.losses import ProcedureDTWLoss
+from vlp_core.losses import ClipLoss, MultiPositiveClipLoss
+from vlp_surgical.augment import augment_frames
+from vlp_surgical.losses import ProcedureDTWLoss, SilentClipBank, nt_xent, retrieval_positives
 from vlp_surgical.models import HecVL
 from vlp_surgical.narration import Video, read_narrations
 from vlp_surgical.video import FrameFolder
@@ -28,12 +29,13 @@ __all__ = ["HecVLObjective", "ProcedureCorpus", "VideoItem", "build_batch", "pre
 
 @dataclass
 class VideoItem:
-    """One video: 1-fps frames ``uint8 [T, H, W, 3]`` and its narration hierarchy."""
+    """One video: 1-fps frames ``uint8 [T, H, W, 3]``, its narration hierarchy and its unnarrated clip spans."""
 
     video_id: str
     frames: Tensor
     hierarchy: Video | None = None
     labels: np.ndarray | None = None
+    silent: list[tuple[float, float]] = field(default_factory=list)
 
 
 @dataclass
@@ -42,7 +44,8 @@ class ProcedureCorpus:
 
     Args:
         root: folder with ``frames/<vid>/``, ``narrations.csv``, ``phase_annotations/<vid>-phase.txt``,
-            ``splits.json``.
+            ``splits.json`` and optionally ``silent_clips.csv`` (``video_id, start, end`` [s] of unnarrated clips,
+            the source of the OphCLIP silent-clip bank; extra columns are ignored).
         split: ``train``, ``val`` or ``test`` (from ``splits.json``), or an explicit list of video ids.
         fps: frame-folder rate.
         with_narrations: attach the narration hierarchy.
@@ -64,6 +67,13 @@ class ProcedureCorpus:
         root = Path(self.root)
         ids = self.split if isinstance(self.split, list) else json.loads((root / "splits.json").read_text())[self.split]
         narr = read_narrations(root / "narrations.csv", skip_bad=self.skip_bad) if self.with_narrations else None
+        silent: dict[str, list[tuple[float, float]]] = {}
+        if self.with_narrations and (root / "silent_clips.csv").is_file():
+            import pandas as pd
+
+            table = pd.read_csv(root / "silent_clips.csv", dtype={"video_id": str})
+            for row in table.itertuples():
+                silent.setdefault(str(row.video_id), []).append((float(row.start), float(row.end)))
         for vid in ids:
             ff = FrameFolder(root / "frames" / vid, fps=self.fps)
             frames, times = ff.read_at(np.arange(ff.n_frames) / self.fps)
@@ -72,7 +82,7 @@ class ProcedureCorpus:
                 ann = read_cholec80_phases(root / "phase_annotations" / f"{vid}-phase.txt", sample_fps=None)
                 labels = labels_at(ann, times)
             hier = narr.videos.get(vid) if narr is not None else None
-            self.items.append(VideoItem(vid, torch.from_numpy(frames), hier, labels))
+            self.items.append(VideoItem(vid, torch.from_numpy(frames), hier, labels, silent.get(vid, [])))
 
     def __len__(self) -> int:
         return len(self.items)
@@ -138,7 +148,8 @@ def _pad_lists(embs: Tensor, counts: list[int]) -> tuple[Tensor, Tensor]:
 
 
 class HecVLObjective(nn.Module):
-    """Σ level InfoNCE (clip, phase, phase↔children, video) + ``dtw_weight`` · procedure DTW.
+    """Σ level InfoNCE (clip, phase, phase↔children, video) + ``dtw_weight`` · procedure DTW
+    + ``ssl_weight`` · two-view visual self-supervision.
 
     Args:
         weights: per-term weights; keys ``clip``, ``phase``, ``phase_children``, ``video``.
@@ -146,6 +157,22 @@ class HecVLObjective(nn.Module):
         dtw_levels: where the DTW term applies: ``video`` (frames ↔ phase summaries), ``phase`` (frames ↔ clips).
         dtw: the procedure loss.
         shuffle_pairs: control: pair every visual segment with a random other text of its level.
+        ssl_weight: weight of the PeskaVLP visual self-supervision (0 = off): up to ``ssl_max_clips`` narrated clips
+            of the batch get two random views each (:func:`vlp_surgical.augment.augment_frames`: resized crop,
+            flip, colour jitter, one draw per clip), encoded, pooled and projected into the clip space like the clip
+            level, and NT-Xent (:func:`vlp_surgical.losses.nt_xent`) pulls the two views of a clip together.
+        ssl_temperature: NT-Xent temperature (0.1 as in the reference ``SIMCLRLoss``).
+        ssl_max_clips: clips per step that get views (bounds the extra frame encodings).
+        ssl_scale: crop area range of the views.
+        retrieval_weight: weight of the OphCLIP term (0 = off): clip narration ↔ clip InfoNCE where each narration's
+            top-``retrieval_k`` silent clips (exact inner product against a :class:`SilentClipBank`, queried with
+            the narration's own clip embedding) are extra positives of weight ``bank_weight``. The bank holds the
+            clip-space embeddings of the corpus's unnarrated clips and is re-encoded every ``refresh_every`` steps
+            by :meth:`refresh_bank` (called by :func:`pretrain`).
+        retrieval_k: silent neighbours per narration.
+        bank_weight: weight of a retrieved positive (the paired clip has 1).
+        refresh_every: steps between bank refreshes.
+        seed: seeds the pair shuffling of the control and the view sampling.
     """
 
     def __init__(
@@ -156,8 +183,22 @@ class HecVLObjective(nn.Module):
         dtw: ProcedureDTWLoss | None = None,
         shuffle_pairs: bool = False,
         seed: int = 0,
+        ssl_weight: float = 0.0,
+        ssl_temperature: float = 0.1,
+        ssl_max_clips: int = 16,
+        ssl_scale: tuple[float, float] = (0.3, 1.0),
+        retrieval_weight: float = 0.0,
+        retrieval_k: int = 2,
+        bank_weight: float = 0.5,
+        refresh_every: int = 10,
     ) -> None:
         super().__init__()
+        self.retrieval_weight, self.bank_weight = retrieval_weight, bank_weight
+        self.bank = SilentClipBank(1, k=retrieval_k, refresh_every=refresh_every)
+        self.retrieval_loss = MultiPositiveClipLoss()
+        self.ssl_weight, self.ssl_temperature, self.ssl_max_clips = ssl_weight, ssl_temperature, ssl_max_clips
+        self.ssl_scale = tuple(ssl_scale)
+        self.view_generator = torch.Generator().manual_seed(seed + 7919)
         self.weights = {"clip": 1.0, "phase": 1.0, "phase_children": 0.5, "video": 0.5, **(weights or {})}
         self.clip_losses = nn.ModuleDict({k: ClipLoss() for k in self.weights})
         self.dtw_weight, self.dtw_levels = dtw_weight, tuple(dtw_levels)
@@ -171,6 +212,51 @@ class HecVLObjective(nn.Module):
         perm = torch.randperm(len(texts), generator=self.generator).tolist()
         return [texts[p] for p in perm]
 
+    @torch.no_grad()
+    def refresh_bank(self, model: HecVL, items: list[VideoItem], step: int, fps: float = 1.0,
+                     batch_size: int = 256) -> int:  # fmt: skip
+        """Re-encode every silent clip of ``items`` into the clip space and store it in the bank; returns its size.
+
+        Runs in the model's current mode without side effects: batch-norm running statistics are restored after.
+        """
+        buffers = {k: v.clone() for k, v in model.named_buffers()}
+        embs = []
+        for it in items:
+            if not it.silent:
+                continue
+            n = it.frames.shape[0]
+            seg = torch.tensor([_span(a, b, fps, n) for a, b in it.silent], dtype=torch.long)
+            feats = torch.cat([model.encode_frames(it.frames[i : i + batch_size]) for i in range(0, n, batch_size)])
+            pooled, _, _ = model.pool_segments(feats, seg.to(feats.device))
+            embs.append(model.vis_proj["clip"](pooled))
+        for k, v in model.named_buffers():
+            v.copy_(buffers[k])
+        if embs:
+            self.bank.refresh(torch.cat(embs), step)
+        return int(self.bank.bank.shape[0])
+
+    def visual_ssl(self, model: HecVL, batch: dict) -> Tensor | None:
+        """NT-Xent between two augmented views of (up to ``ssl_max_clips``) clips; ``None`` with fewer than 2 clips."""
+        seg = batch["clip_segments"]
+        if seg.shape[0] < 2:
+            return None
+        pick = torch.randperm(seg.shape[0], generator=self.view_generator)[: self.ssl_max_clips].sort().values
+        seg = seg[pick]
+        lengths = (seg[:, 1] - seg[:, 0]).clamp_min(1)
+        rows = torch.cat([torch.arange(int(a), int(a) + int(n)) for a, n in zip(seg[:, 0], lengths)])
+        groups = torch.repeat_interleave(torch.arange(seg.shape[0]), lengths)
+        frames = batch["frames"][rows]
+        x = frames.permute(0, 3, 1, 2).float() / 255.0 if frames.dtype == torch.uint8 else frames
+        x = x.to(model.mean.device)
+        ends = torch.cumsum(lengths, 0)
+        local = torch.stack((ends - lengths, ends), 1).to(x.device)
+        views = []
+        for _ in range(2):
+            v = augment_frames(x, self.view_generator, groups, size=model.img_size, scale=self.ssl_scale)
+            pooled, _, _ = model.pool_segments(model.encode_frames(v), local)
+            views.append(model.vis_proj["clip"](pooled))
+        return nt_xent(views[0], views[1], self.ssl_temperature)
+
     def forward(self, model: HecVL, batch: dict) -> dict[str, Tensor]:
         feats = model.encode_frames(batch["frames"])
         out: dict[str, Tensor] = {}
@@ -178,7 +264,11 @@ class HecVLObjective(nn.Module):
         # Clip level.
         clip_pool, _, _ = model.pool_segments(feats, batch["clip_segments"])
         clip_txt = model.encode_text(self._texts(batch["clip_texts"]), "clip")
-        out["clip"] = self.clip_losses["clip"](model.vis_proj["clip"](clip_pool), clip_txt)["loss"]
+        clip_vis = model.vis_proj["clip"](clip_pool)
+        out["clip"] = self.clip_losses["clip"](clip_vis, clip_txt)["loss"]
+        if self.retrieval_weight > 0 and self.bank.bank.shape[0] > 0 and clip_vis.shape[0] >= 2:
+            r = retrieval_positives(clip_txt, clip_vis, self.bank, self.retrieval_loss, self.bank_weight)
+            out["clip_retrieval"], out["retrieved_sim"] = r["loss"], r["retrieved_sim"]
         # Phase level: phase ↔ summary, and phase ↔ mean of its children's narrations.
         phase_pool, phase_frames, phase_mask = model.pool_segments(feats, batch["phase_segments"])
         phase_vis = model.vis_proj["phase"](phase_pool)
@@ -198,8 +288,13 @@ class HecVLObjective(nn.Module):
             out["video"] = self.clip_losses["video"](model.vis_proj["video"](video_pool),
                                                      model.encode_text(self._texts(batch["video_texts"]),
                                                                        "video"))["loss"]  # fmt: skip
+        if self.ssl_weight > 0:
+            ssl = self.visual_ssl(model, batch)
+            if ssl is not None:
+                out["ssl"] = ssl
+        extra = {"ssl": self.ssl_weight, "clip_retrieval": self.retrieval_weight, "retrieved_sim": 0.0}
         for k, v in out.items():
-            total = total + self.weights[k] * v
+            total = total + extra.get(k, self.weights.get(k, 0.0)) * v
         # PeskaVLP procedure alignment.
         if self.dtw_weight > 0:
             dtw_terms = []
@@ -220,6 +315,20 @@ class HecVLObjective(nn.Module):
         return out
 
 
+def _generators(objective: HecVLObjective) -> dict[str, torch.Generator]:
+    """Every seeded generator the objective draws from (pair shuffling, DTW negatives, views)."""
+    gens = {}
+    for name, mod in objective.named_modules():
+        for attr, val in vars(mod).items():
+            if isinstance(val, torch.Generator):
+                gens[f"{name}.{attr}"] = val
+    return gens
+
+
+def _trainable_state(model: nn.Module) -> dict[str, Tensor]:
+    return {k: v for k, v in model.state_dict().items() if not k.startswith("text.encoder.")}
+
+
 def pretrain(
     model: HecVL,
     corpus: ProcedureCorpus,
@@ -231,11 +340,24 @@ def pretrain(
     seed: int = 0,
     progress: bool = False,
     log_every: int = 0,
+    checkpoint: str | Path | None = None,
+    checkpoint_every: int = 0,
+    resume: bool = False,
+    stop_after: int | None = None,
 ) -> list[dict[str, float]]:
-    """A small seeded AdamW loop (cosine schedule) over random groups of whole videos.
+    """A small seeded AdamW loop (cosine schedule) over random groups of whole videos, with exact resume.
+
+    Args:
+        checkpoint: file for the training state (model weights without the frozen text encoder, objective, optimiser,
+            schedule, step, data order, every random generator, the silent-clip bank and the history).
+        checkpoint_every: write ``checkpoint`` every this many steps (and after the last step run); 0 = only at the end.
+        resume: continue from ``checkpoint`` when it exists: the continued run gives the same weights and history as
+            an uninterrupted one (tested).
+        stop_after: stop once this many steps in total are done (a time-limited job; resume later). The schedule
+            still spans ``steps``.
 
     Returns:
-        Per-step logged scalars.
+        Per-step logged scalars (of the whole run, including resumed steps).
     """
     from tqdm.auto import tqdm
 
@@ -243,16 +365,53 @@ def pretrain(
     rng = random.Random(seed)
     params = [p for p in list(model.parameters()) + list(objective.parameters()) if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + np.cos(np.pi * min(s, steps) / steps)))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: float(0.5 * (1 + np.cos(np.pi * min(s, steps) / steps))))
     model.train()
-    history = []
+    history: list[dict[str, float]] = []
     order: list[int] = []
-    for step in tqdm(range(steps), desc="pretraining", disable=not progress):
+    start = 0
+    gens = _generators(objective)
+    ckpt = Path(checkpoint) if checkpoint else None
+    if resume and ckpt is not None and ckpt.is_file():
+        state = torch.load(ckpt, map_location="cpu", weights_only=True)
+        if state["steps"] != steps or state["n_videos"] != len(corpus):
+            raise ValueError(f"{ckpt}: written for steps={state['steps']} over {state['n_videos']} videos, "
+                             f"not steps={steps} over {len(corpus)}")  # fmt: skip
+        missing, unexpected = model.load_state_dict(state["model"], strict=False)
+        if unexpected or [k for k in missing if not k.startswith("text.encoder.")]:
+            raise ValueError(f"{ckpt}: model weights do not match (missing {missing}, unexpected {unexpected})")
+        objective.load_state_dict(state["objective"])
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        start, order, history = state["step"], list(state["order"]), list(state["history"])
+        rng.setstate(_to_tuple(state["python_rng"]))
+        torch.set_rng_state(state["torch_rng"])
+        for name, g in gens.items():
+            g.set_state(state["generators"][name])
+        objective.bank.bank, objective.bank.last_refresh = state["bank"], state["bank_last_refresh"]
+
+    def save(step: int) -> None:
+        if ckpt is None:
+            return
+        ckpt.parent.mkdir(parents=True, exist_ok=True)
+        state = {"model": _trainable_state(model), "objective": objective.state_dict(), "optimizer": opt.state_dict(),
+                 "scheduler": sched.state_dict(), "step": step, "steps": steps, "n_videos": len(corpus),
+                 "order": order, "history": history, "python_rng": rng.getstate(), "torch_rng": torch.get_rng_state(),
+                 "generators": {k: g.get_state() for k, g in gens.items()}, "bank": objective.bank.bank.detach(),
+                 "bank_last_refresh": objective.bank.last_refresh}  # fmt: skip
+        tmp = ckpt.with_suffix(ckpt.suffix + ".tmp")
+        torch.save(state, tmp)
+        tmp.replace(ckpt)  # atomic: an interrupted save never leaves a broken checkpoint
+
+    end = steps if stop_after is None else min(steps, stop_after)
+    for step in tqdm(range(start, end), desc="pretraining", disable=not progress, initial=start, total=steps):
         if len(order) < videos_per_batch:
             perm = list(range(len(corpus)))
             rng.shuffle(perm)
             order += perm
         chosen, order = order[:videos_per_batch], order[videos_per_batch:]
+        if objective.retrieval_weight > 0 and objective.bank.due(step):
+            objective.refresh_bank(model, corpus.items, step, corpus.fps)
         batch = build_batch([corpus.items[i] for i in chosen], corpus.fps)
         out = objective(model, batch)
         opt.zero_grad(set_to_none=True)
@@ -260,10 +419,18 @@ def pretrain(
         torch.nn.utils.clip_grad_norm_(params, 5.0)
         opt.step()
         sched.step()
-        for loss in objective.clip_losses.values():
+        for loss in [*objective.clip_losses.values(), objective.retrieval_loss]:
             loss.clamp_parameters()
         history.append({k: float(v.detach()) for k, v in out.items()})
         if log_every and step % log_every == 0:
             print(step, {k: round(v, 3) for k, v in history[-1].items()})
+        if checkpoint_every and (step + 1) % checkpoint_every == 0 and step + 1 < end:
+            save(step + 1)
+    save(max(end, start))
     model.eval()
     return history
+
+
+def _to_tuple(x):
+    """``random.Random.setstate`` wants tuples; a weights-only checkpoint may hand back lists."""
+    return tuple(_to_tuple(v) for v in x) if isinstance(x, list | tuple) else x

@@ -1,4 +1,4 @@
-"""Video reading behind a small backend interface: PyAV (default), extracted frame folders.
+"""Video reading behind a small backend interface: PyAV (default), torchcodec (optional), extracted frame folders.
 
 A backend answers two questions: what is in the file (:class:`VideoInfo`), and which frames are shown at given
 times (:meth:`VideoBackend.read_at`). The frame *shown* at time ``t`` is the last frame whose presentation time is
@@ -7,6 +7,10 @@ callers never assume a constant frame rate. Sparse requests (gaps longer than ``
 frame before each time instead of decoding everything in between.
 
 torchvision's video reader no longer exists in the torchvision this workspace locks; PyAV ships its own FFmpeg.
+:class:`TorchCodecBackend` (PyTorch's decoder) is optional: it needs the ``torchcodec`` extra
+(``pip install 'vlp-surgical[torchcodec]'``) *and* a system FFmpeg with shared libraries (major version 4–9), and says
+so in a :class:`BackendUnavailableError` when either is missing; ``get_backend("auto")`` uses it only when both are
+present and PyAV otherwise.
 """
 
 from __future__ import annotations
@@ -23,8 +27,11 @@ import numpy as np
 from vlp_core.data.errors import CorruptRecordError
 
 __all__ = [
+    "BackendUnavailableError",
     "FrameFolder",
     "PyAVBackend",
+    "TorchCodecBackend",
+    "available_backends",
     "VideoBackend",
     "VideoInfo",
     "VideoReadError",
@@ -165,6 +172,111 @@ class PyAVBackend:
         return np.stack(out), np.asarray(stamps)
 
 
+class BackendUnavailableError(ImportError):
+    """An optional video backend cannot be used here; the message says what to install."""
+
+
+_TORCHCODEC_HELP = (
+    "install the optional extra (pip install 'vlp-surgical[torchcodec]', or uv sync --extra torchcodec) and a "
+    "system FFmpeg with shared libraries, major version 4-9 (e.g. apt-get install ffmpeg, or conda install ffmpeg); "
+    "or use backend='pyav', which needs neither"
+)
+
+
+def _torchcodec_decoder_class():
+    """``torchcodec.decoders.VideoDecoder``, or a :class:`BackendUnavailableError` naming what is missing."""
+    try:
+        import torchcodec._core.ops as ops
+        from torchcodec.decoders import VideoDecoder
+    except ModuleNotFoundError as exc:
+        if exc.name is not None and not exc.name.startswith("torchcodec"):
+            raise
+        raise BackendUnavailableError(f"the torchcodec video backend needs the package torchcodec, which is not "
+                                      f"installed: {_TORCHCODEC_HELP}") from exc  # fmt: skip
+    except (ImportError, OSError, RuntimeError) as exc:
+        # Older torchcodec: importing fails when its FFmpeg libraries cannot be loaded.
+        raise BackendUnavailableError(f"torchcodec is installed but cannot load FFmpeg ({type(exc).__name__}: "
+                                      f"{_first_line(exc)}): {_TORCHCODEC_HELP}") from exc  # fmt: skip
+    if not getattr(ops, "_FFMPEG_AVAILABLE", True):
+        # torchcodec >= 0.17 imports without FFmpeg (for its image decoders) and fails only when decoding video.
+        try:
+            ops.load_core_libraries()
+            detail = "no FFmpeg found"
+        except Exception as exc:  # noqa: BLE001 - only its message is reported
+            detail = f"{type(exc).__name__}: {_first_line(exc)}"
+        raise BackendUnavailableError(f"torchcodec is installed but cannot load FFmpeg ({detail}): {_TORCHCODEC_HELP}")
+    return VideoDecoder
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0].split(" Likely causes")[0] if text else ""
+
+
+class TorchCodecBackend:
+    """Decoding with torchcodec (optional; see the module docstring for what it needs).
+
+    Frames come from ``VideoDecoder.get_frames_played_at`` in ``seek_mode="exact"``: the frame whose
+    ``[pts, pts + duration)`` contains ``t``, with its own presentation time — the same frame PyAV's backend returns
+    (which accepts half a frame of rounding tolerance). Times past the end raise :class:`VideoReadError`.
+
+    Args:
+        threads: FFmpeg decoding threads.
+        device: decoding device (``"cpu"``; ``"cuda"`` needs torchcodec's CUDA build).
+
+    Raises:
+        BackendUnavailableError: at construction, when torchcodec or a usable FFmpeg is missing.
+    """
+
+    def __init__(self, threads: int = 1, device: str = "cpu") -> None:
+        self._decoder_cls = _torchcodec_decoder_class()
+        self.threads, self.device = threads, device
+
+    def _decoder(self, path: str | Path):
+        if not Path(path).is_file():
+            raise VideoReadError(f"{path}: no such video file")
+        try:
+            return self._decoder_cls(str(path), dimension_order="NHWC", num_ffmpeg_threads=self.threads,
+                                     device=self.device, seek_mode="exact")  # fmt: skip
+        except (RuntimeError, ValueError) as exc:
+            raise VideoReadError(f"{path}: not a readable video ({exc})") from exc
+
+    def info(self, path: str | Path) -> VideoInfo:
+        md = self._decoder(path).metadata
+        fps = float(md.average_fps or 0.0)
+        duration = float(md.duration_seconds or 0.0)
+        n = int(md.num_frames) if md.num_frames is not None else round(duration * fps)
+        return VideoInfo(fps, n, duration, int(md.width), int(md.height))
+
+    def read_at(self, path: str | Path, times: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
+        times = np.asarray(times, dtype=np.float64)
+        if times.size and np.any(np.diff(times) < 0):
+            raise ValueError(f"{path}: requested times must be non-decreasing")
+        if not times.size:
+            return np.zeros((0, 0, 0, 3), np.uint8), np.zeros(0)
+        dec = self._decoder(path)
+        end = float(dec.metadata.end_stream_seconds or np.inf)
+        if times[-1] >= end:
+            raise VideoReadError(f"{path}: requested time {times[-1]:.3f} s is past the end of the decodable video "
+                                 f"(it ends at {end:.3f} s); the file may be truncated or corrupt")  # fmt: skip
+        try:
+            batch = dec.get_frames_played_at(seconds=times.tolist())
+        except (RuntimeError, IndexError, ValueError) as exc:
+            raise VideoReadError(f"{path}: decoding failed ({exc})") from exc
+        return batch.data.cpu().numpy(), batch.pts_seconds.double().cpu().numpy()
+
+
+def available_backends() -> list[str]:
+    """Video backends usable here: ``pyav`` always, ``torchcodec`` when it and a system FFmpeg load."""
+    out = ["pyav"]
+    try:
+        _torchcodec_decoder_class()
+        out.append("torchcodec")
+    except BackendUnavailableError:
+        pass
+    return out
+
+
 _FRAME_RE = re.compile(r"^(?P<prefix>.*?)(?P<index>\d+)\.(?P<ext>png|jpe?g)$", re.IGNORECASE)
 
 
@@ -244,10 +356,15 @@ class FrameFolder:
 
 
 def get_backend(name: str = "pyav") -> VideoBackend:
-    """A video backend by name (``"pyav"``)."""
+    """A video backend by name: ``"pyav"``, ``"torchcodec"`` (raises :class:`BackendUnavailableError` with what to
+    install when it cannot run here) or ``"auto"`` (torchcodec when usable, else PyAV)."""
     if name == "pyav":
         return PyAVBackend()
-    raise ValueError(f"unknown video backend {name!r}; available: 'pyav'")
+    if name == "torchcodec":
+        return TorchCodecBackend()
+    if name == "auto":
+        return TorchCodecBackend() if "torchcodec" in available_backends() else PyAVBackend()
+    raise ValueError(f"unknown video backend {name!r}; available: 'pyav', 'torchcodec', 'auto'")
 
 
 def read_video(
