@@ -161,6 +161,8 @@ def fit_vae(
     root: str, out: str, split: str = "train", preset: str = "demo", hu_mode: str = "already_hu",
     cache: str | None = None, channels: list[int] = [16, 32, 32], latent_channels: int = 4,  # noqa: B006
     adv_weight: float = 0.0, steps: int = 150, batch_size: int = 4, lr: float = 1e-3, seed: int = 0,
+    perceptual_weight: float = 0.0, perceptual_network: str = "medicalnet_resnet10",
+    perceptual_weights_path: str | None = None, perceptual_state_dict_key: str | None = None,
 ) -> str:  # fmt: skip
     """Train the 3D VAE (AutoencoderKL), estimate its latent scale factor and save it.
 
@@ -178,12 +180,20 @@ def fit_vae(
         batch_size: batch size.
         lr: learning rate.
         seed: seed.
+        perceptual_weight: 3D perceptual term weight (0 = off); needs perceptual_weights_path.
+        perceptual_network: medicalnet_resnet10/18/34/50 (MedicalNet layout, built by MONAI, no download).
+        perceptual_weights_path: local state-dict file (safetensors or torch.save) of that network.
+        perceptual_state_dict_key: nested key in that file (MedicalNet checkpoints: state_dict).
     """
     from vlp_ct3d.gen import VAEModule
     from vlp_ct3d.pipeline import fit_vae as _fit
 
+    vae = VAEModule(channels, latent_channels, adv_weight=adv_weight, lr=lr, perceptual_weight=perceptual_weight,
+                    perceptual_network=perceptual_network, perceptual_weights_path=perceptual_weights_path,
+                    perceptual_state_dict_key=perceptual_state_dict_key)  # fmt: skip
+    vae.perceptual  # noqa: B018 — a missing or ill-fitting weights file fails before the data are loaded
     x = _load(root, split, preset, hu_mode, cache, None)[0]
-    vae = _fit(VAEModule(channels, latent_channels, adv_weight=adv_weight, lr=lr), x, steps, batch_size, seed, True)
+    vae = _fit(vae, x, steps, batch_size, seed, True)
     vae.save_pretrained(out)
     print(f"wrote {out} (scale factor {float(vae.scale_factor):.4f})")
     return out

@@ -119,7 +119,14 @@ class VAEModule(GenerativeModule):
         disc_channels: discriminator base width.
         lr: generator learning rate (Adam).
         disc_lr: discriminator learning rate.
-        max_steps: schedule length for the info only (constant LR).
+        perceptual_weight: weight of a 3D perceptual term (:class:`~vlp_ct3d.perceptual.PerceptualLoss3d`);
+            0 = off. Needs ``perceptual_weights_path``: nothing is ever downloaded.
+        perceptual_network: MedicalNet-layout 3D ResNet, one of ``vlp_ct3d.perceptual.PERCEPTUAL_NETWORKS``.
+        perceptual_weights_path: local state-dict file of that network (safetensors, or a ``torch.save`` file read
+            with ``weights_only=True``). Read when training starts (not when a saved VAE is loaded for inference);
+            the frozen network is never part of the VAE's state dict.
+        perceptual_state_dict_key: nested key of the state dict in that file (MedicalNet: ``"state_dict"``).
+        perceptual_stages: residual stages compared (deep stages are ~1 voxel on 16³–32³ volumes).
 
     Batches: ``{"image": [B, 1, D, H, W]}`` in the preset's window (e.g. [0, 1]).
     """
@@ -137,9 +144,30 @@ class VAEModule(GenerativeModule):
         disc_channels: int = 16,
         lr: float = 1e-3,
         disc_lr: float = 5e-4,
+        perceptual_weight: float = 0.0,
+        perceptual_network: str = "medicalnet_resnet10",
+        perceptual_weights_path: str | None = None,
+        perceptual_state_dict_key: str | None = None,
+        perceptual_stages: Sequence[str] = ("layer1", "layer2"),
     ) -> None:
         super().__init__()
         from monai.networks.nets import AutoencoderKL, PatchDiscriminator
+
+        from vlp_ct3d.perceptual import PERCEPTUAL_NETWORKS, STAGES
+
+        if perceptual_weight < 0:
+            raise ValueError(f"perceptual_weight must be >= 0, got {perceptual_weight}")
+        if perceptual_weight > 0 and not perceptual_weights_path:
+            raise ValueError(
+                f"perceptual_weight={perceptual_weight} needs perceptual_weights_path: a local state-dict file of "
+                f"{perceptual_network!r} (safetensors or torch.save); perceptual weights are never downloaded"
+            )
+        if perceptual_network not in PERCEPTUAL_NETWORKS:
+            raise ValueError(
+                f"perceptual_network must be one of {sorted(PERCEPTUAL_NETWORKS)}, got {perceptual_network!r}"
+            )
+        if not perceptual_stages or any(s not in STAGES for s in perceptual_stages):
+            raise ValueError(f"perceptual_stages must be a non-empty subset of {STAGES}, got {list(perceptual_stages)}")
 
         channels = tuple(int(c) for c in channels)
         self.autoencoder = AutoencoderKL(
@@ -154,6 +182,14 @@ class VAEModule(GenerativeModule):
         )  # fmt: skip
         self.kl_weight, self.adv_weight, self.adv_start = kl_weight, adv_weight, adv_start
         self.lr, self.disc_lr = lr, disc_lr
+        self.perceptual_weight, self.perceptual_network = float(perceptual_weight), perceptual_network
+        self.perceptual_weights_path, self.perceptual_state_dict_key = (
+            perceptual_weights_path,
+            perceptual_state_dict_key,
+        )
+        self.perceptual_stages = tuple(perceptual_stages)
+        # Built lazily (training only) and kept out of the module tree: not saved, not optimised, not moved by hand.
+        object.__setattr__(self, "_perceptual", None)
         self.downsample = 2 ** (len(channels) - 1)
         self.register_buffer("scale_factor", torch.ones(()))
         self.automatic_optimization = False
@@ -200,12 +236,35 @@ class VAEModule(GenerativeModule):
             opts.append(torch.optim.Adam(self.discriminator.parameters(), lr=self.disc_lr))
         return opts
 
+    @property
+    def perceptual(self) -> Any:
+        """The frozen perceptual network (built from the local weights file on first use), or None when off."""
+        if self.perceptual_weight <= 0:
+            return None
+        if self._perceptual is None:
+            from vlp_ct3d.perceptual import PerceptualLoss3d
+
+            net = PerceptualLoss3d(self.perceptual_network, self.perceptual_weights_path,
+                                   self.perceptual_state_dict_key, self.perceptual_stages)  # fmt: skip
+            object.__setattr__(self, "_perceptual", net)
+        p = next(self.autoencoder.parameters())
+        if next(self._perceptual.parameters()).device != p.device:
+            self._perceptual.to(p.device)
+        return self._perceptual
+
+    def on_fit_start(self) -> None:
+        self.perceptual  # noqa: B018 — fail before the first step if the weights file is missing or does not fit
+
     def generator_loss(self, x: Tensor, use_adv: bool) -> tuple[Tensor, dict[str, Tensor], Tensor]:
         recon, mu, sigma = self.autoencoder(x)
         l1 = F.l1_loss(recon, x)
         kl = kl_divergence(mu, sigma)
         loss = l1 + self.kl_weight * kl
         logs = {"l1": l1.detach(), "kl": kl.detach()}
+        if self.perceptual is not None:
+            perc = self.perceptual(recon, x)
+            loss = loss + self.perceptual_weight * perc
+            logs["perceptual"] = perc.detach()
         if use_adv:
             logits = self.discriminator(recon)[-1]
             adv = F.mse_loss(logits, torch.ones_like(logits))
