@@ -251,6 +251,7 @@ def fit_diffusion(
 def generate(
     model: str, out: str, prompt: str | None = None, prompts_file: str | None = None, seed: int = 0,
     guidance: float = 3.0, steps: int = 30, sampler: str | None = None, n_per_prompt: int = 1,
+    decode_window: int | None = None, decode_overlap: float = 0.25,
 ) -> list[str]:  # fmt: skip
     """Generate CT volumes from text: NIfTI in HU (int16, RAS affine with the training spacing) + mid-slice PNGs.
 
@@ -264,6 +265,9 @@ def generate(
         steps: sampling steps.
         sampler: rflow, ddim or ddpm (default: the model's).
         n_per_prompt: samples per prompt.
+        decode_window: decode the latent in overlapping windows of this many latent voxels per axis (bounds the
+            VAE decoder's memory; close to, not equal to, the full decode). None: decode at once.
+        decode_overlap: fraction of a window shared with its neighbours (Gaussian blending), in [0, 1).
     """
     from vlp_ct3d.pipeline import generate_volumes, load_pipeline, write_volume
 
@@ -274,7 +278,8 @@ def generate(
         raise SystemExit("vlp-ct3d generate: give --prompt or --prompts_file")
     clip, vae, diff = load_pipeline(model)
     prompts = [p for p in prompts for _ in range(n_per_prompt)]
-    vols = generate_volumes(clip, vae, diff, prompts, seed=seed, guidance=guidance, steps=steps, sampler=sampler)
+    vols = generate_volumes(clip, vae, diff, prompts, seed=seed, guidance=guidance, steps=steps, sampler=sampler,
+                            decode_window=decode_window, decode_overlap=decode_overlap)  # fmt: skip
     written = []
     for i, (v, p) in enumerate(zip(vols, prompts)):
         nii, png = write_volume(v, diff.geometry, Path(out) / f"sample_{i:03d}.nii.gz", title=p)

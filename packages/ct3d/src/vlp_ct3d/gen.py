@@ -104,6 +104,14 @@ def kl_divergence(mu: Tensor, sigma: Tensor) -> Tensor:
     return 0.5 * (mu.pow(2) + var - torch.log(var.clamp_min(1e-12)) - 1).flatten(1).sum(1).mean()
 
 
+def _decode_window(window: int | Sequence[int], grid: tuple[int, ...]) -> tuple[int, ...]:
+    """Validate a latent decode window and clip it to the latent grid."""
+    w = list(window) if isinstance(window, (list, tuple)) else [window] * len(grid)
+    if len(w) != len(grid) or any(isinstance(v, bool) or int(v) != v or int(v) < 1 for v in w):
+        raise ValueError(f"decode window must be a positive int or {len(grid)} positive ints, got {window!r}")
+    return tuple(min(int(v), g) for v, g in zip(w, grid))
+
+
 class VAEModule(GenerativeModule):
     """MONAI ``AutoencoderKL(spatial_dims=3)`` with L1 + KL and an optional patch-adversarial term.
 
@@ -199,9 +207,42 @@ class VAEModule(GenerativeModule):
         """Posterior ``(μ, σ)``, each ``[B, latent_channels, D/f, H/f, W/f]``."""
         return self.autoencoder.encode(x)
 
-    def decode(self, z: Tensor) -> Tensor:
-        """Latent (unscaled) → volume ``[B, 1, D, H, W]``."""
-        return self.autoencoder.decode(z)
+    def decode(
+        self, z: Tensor, window: int | Sequence[int] | None = None, overlap: float = 0.25, mode: str = "gaussian",
+        sw_batch_size: int = 1,
+    ) -> Tensor:  # fmt: skip
+        """Latent (unscaled) → volume ``[B, 1, D, H, W]``; with ``window``, decoded in overlapping latent windows.
+
+        Sliding-window decoding (MONAI ``SlidingWindowInferer`` on the latent grid; each window is decoded to a
+        ``downsample``× larger image patch and the patches are blended) bounds the decoder's activation memory by the
+        window instead of the volume. It is close to, not equal to, the full decode: a window's border voxels see
+        zero padding where the full decode sees their neighbours, and GroupNorm normalises each window with its own
+        statistics. Overlap with Gaussian blending down-weights the window borders (the first error); the second
+        shrinks as windows grow. A window that covers the whole latent grid gives the full decode exactly.
+
+        Args:
+            z: unscaled latents ``[B, C, d, h, w]``.
+            window: latent window size (one int or one per axis); None = decode all at once. Clipped to the grid.
+            overlap: fraction of the window shared by neighbouring windows, in [0, 1).
+            mode: blending of overlapping patches, ``"gaussian"`` or ``"constant"``.
+            sw_batch_size: windows decoded per decoder call.
+        """
+        if window is None:
+            return self.autoencoder.decode(z)
+        roi = _decode_window(window, tuple(z.shape[2:]))
+        if not 0.0 <= float(overlap) < 1.0:
+            raise ValueError(f"decode overlap must be in [0, 1), got {overlap}")
+        if mode not in ("gaussian", "constant"):
+            raise ValueError(f"decode blending mode must be 'gaussian' or 'constant', got {mode!r}")
+        if int(sw_batch_size) < 1:
+            raise ValueError(f"sw_batch_size must be >= 1, got {sw_batch_size}")
+        if roi == tuple(z.shape[2:]):
+            return self.autoencoder.decode(z)
+        from monai.inferers import SlidingWindowInferer
+
+        inferer = SlidingWindowInferer(roi_size=roi, sw_batch_size=int(sw_batch_size), overlap=float(overlap),
+                                       mode=mode, progress=False)  # fmt: skip
+        return inferer(z, self.autoencoder.decode)
 
     def reconstruct(self, x: Tensor) -> Tensor:
         """Decode the posterior mean."""
