@@ -65,6 +65,7 @@ def main() -> None:
             print(f"worker failed (window {w}): {out.stderr[-2000:]}", file=sys.stderr)
             continue
         res[w] = r = json.loads(out.stdout.strip().splitlines()[-1])
+        print(f"window {w or 'full'}: {json.dumps(r)}", flush=True)  # partial results survive an interrupted run
         lat = args.size // 4
         name = "full decode" if w == 0 else f"sliding window {min(w, lat)}³ latent ({4 * min(w, lat)}³ voxels)"
         rows.append([name, fmt_bytes(r["hwm"]), fmt_bytes(r["poll"]), f"{r['wall']:.1f}"])
