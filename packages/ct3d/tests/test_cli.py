@@ -38,3 +38,10 @@ def test_cli_end_to_end(tmp_path: Path) -> None:
     data = np.asarray(img.dataobj)
     assert data.min() >= -1000 and data.max() <= 1000
     assert (tmp_path / "gen" / "sample_000.png").is_file()
+    # Sliding-window decoding: a window covering the latent grid (16^3 here) is the full decode; a smaller one runs.
+    for w in ("32", "8"):
+        main(["generate", str(tmp_path / "pipe"), str(tmp_path / f"gen{w}"), "--prompt", "Cardiomegaly was observed.",
+              "--steps", "2", "--seed", "3", "--decode_window", w, "--decode_overlap", "0.5"])  # fmt: skip
+    same = np.asarray(nib.load(str(tmp_path / "gen32" / "sample_000.nii.gz")).dataobj)
+    np.testing.assert_array_equal(same, data)
+    assert nib.load(str(tmp_path / "gen8" / "sample_000.nii.gz")).shape == (32, 32, 32)

@@ -83,3 +83,17 @@ def test_volume_text_set_augmentation_is_deterministic_and_controls_shuffle() ->
     shuffled = VolumeTextSet(x, texts, y, shuffle_pairs=True, seed=3)
     assert sorted(shuffled.texts) == sorted(texts) and shuffled.texts != texts
     torch.testing.assert_close(shuffled[0]["image"], x[0])  # volumes and labels stay, only reports move
+
+
+def test_build_ct_clip_text_options_reach_the_text_tower() -> None:
+    from vlp_ct3d.models import build_ct_clip
+
+    plain = build_ct_clip(volume_tower="conv", embed_dim=8, widths=(4, 8), seed=0).towers["text"]
+    tuned = build_ct_clip(volume_tower="conv", embed_dim=8, widths=(4, 8), seed=0, text_proj="mlp",
+                          text_unfreeze_last_n=1).towers["text"]  # fmt: skip
+    assert not any(p.requires_grad for p in plain.encoder.parameters())
+    n_lin = sum(isinstance(m, torch.nn.Linear) for m in plain.proj.modules())
+    assert sum(isinstance(m, torch.nn.Linear) for m in tuned.proj.modules()) == n_lin + 1  # Linear-GELU-Linear
+    trainable = {n.split(".")[2] for n, p in tuned.encoder.named_parameters() if p.requires_grad and ".layer." in n}
+    n_blocks = tuned.encoder.config.num_hidden_layers
+    assert trainable == {str(n_blocks - 1)}  # the last MiniLM block only

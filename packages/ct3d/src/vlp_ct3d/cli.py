@@ -161,6 +161,8 @@ def fit_vae(
     root: str, out: str, split: str = "train", preset: str = "demo", hu_mode: str = "already_hu",
     cache: str | None = None, channels: list[int] = [16, 32, 32], latent_channels: int = 4,  # noqa: B006
     adv_weight: float = 0.0, steps: int = 150, batch_size: int = 4, lr: float = 1e-3, seed: int = 0,
+    perceptual_weight: float = 0.0, perceptual_network: str = "medicalnet_resnet10",
+    perceptual_weights_path: str | None = None, perceptual_state_dict_key: str | None = None,
 ) -> str:  # fmt: skip
     """Train the 3D VAE (AutoencoderKL), estimate its latent scale factor and save it.
 
@@ -178,12 +180,20 @@ def fit_vae(
         batch_size: batch size.
         lr: learning rate.
         seed: seed.
+        perceptual_weight: 3D perceptual term weight (0 = off); needs perceptual_weights_path.
+        perceptual_network: medicalnet_resnet10/18/34/50 (MedicalNet layout, built by MONAI, no download).
+        perceptual_weights_path: local state-dict file (safetensors or torch.save) of that network.
+        perceptual_state_dict_key: nested key in that file (MedicalNet checkpoints: state_dict).
     """
     from vlp_ct3d.gen import VAEModule
     from vlp_ct3d.pipeline import fit_vae as _fit
 
+    vae = VAEModule(channels, latent_channels, adv_weight=adv_weight, lr=lr, perceptual_weight=perceptual_weight,
+                    perceptual_network=perceptual_network, perceptual_weights_path=perceptual_weights_path,
+                    perceptual_state_dict_key=perceptual_state_dict_key)  # fmt: skip
+    vae.perceptual  # noqa: B018 — a missing or ill-fitting weights file fails before the data are loaded
     x = _load(root, split, preset, hu_mode, cache, None)[0]
-    vae = _fit(VAEModule(channels, latent_channels, adv_weight=adv_weight, lr=lr), x, steps, batch_size, seed, True)
+    vae = _fit(vae, x, steps, batch_size, seed, True)
     vae.save_pretrained(out)
     print(f"wrote {out} (scale factor {float(vae.scale_factor):.4f})")
     return out
@@ -241,6 +251,7 @@ def fit_diffusion(
 def generate(
     model: str, out: str, prompt: str | None = None, prompts_file: str | None = None, seed: int = 0,
     guidance: float = 3.0, steps: int = 30, sampler: str | None = None, n_per_prompt: int = 1,
+    decode_window: int | None = None, decode_overlap: float = 0.25,
 ) -> list[str]:  # fmt: skip
     """Generate CT volumes from text: NIfTI in HU (int16, RAS affine with the training spacing) + mid-slice PNGs.
 
@@ -254,6 +265,9 @@ def generate(
         steps: sampling steps.
         sampler: rflow, ddim or ddpm (default: the model's).
         n_per_prompt: samples per prompt.
+        decode_window: decode the latent in overlapping windows of this many latent voxels per axis (bounds the
+            VAE decoder's memory; close to, not equal to, the full decode). None: decode at once.
+        decode_overlap: fraction of a window shared with its neighbours (Gaussian blending), in [0, 1).
     """
     from vlp_ct3d.pipeline import generate_volumes, load_pipeline, write_volume
 
@@ -264,7 +278,8 @@ def generate(
         raise SystemExit("vlp-ct3d generate: give --prompt or --prompts_file")
     clip, vae, diff = load_pipeline(model)
     prompts = [p for p in prompts for _ in range(n_per_prompt)]
-    vols = generate_volumes(clip, vae, diff, prompts, seed=seed, guidance=guidance, steps=steps, sampler=sampler)
+    vols = generate_volumes(clip, vae, diff, prompts, seed=seed, guidance=guidance, steps=steps, sampler=sampler,
+                            decode_window=decode_window, decode_overlap=decode_overlap)  # fmt: skip
     written = []
     for i, (v, p) in enumerate(zip(vols, prompts)):
         nii, png = write_volume(v, diff.geometry, Path(out) / f"sample_{i:03d}.nii.gz", title=p)

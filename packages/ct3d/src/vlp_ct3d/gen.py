@@ -104,6 +104,14 @@ def kl_divergence(mu: Tensor, sigma: Tensor) -> Tensor:
     return 0.5 * (mu.pow(2) + var - torch.log(var.clamp_min(1e-12)) - 1).flatten(1).sum(1).mean()
 
 
+def _decode_window(window: int | Sequence[int], grid: tuple[int, ...]) -> tuple[int, ...]:
+    """Validate a latent decode window and clip it to the latent grid."""
+    w = list(window) if isinstance(window, (list, tuple)) else [window] * len(grid)
+    if len(w) != len(grid) or any(isinstance(v, bool) or int(v) != v or int(v) < 1 for v in w):
+        raise ValueError(f"decode window must be a positive int or {len(grid)} positive ints, got {window!r}")
+    return tuple(min(int(v), g) for v, g in zip(w, grid))
+
+
 class VAEModule(GenerativeModule):
     """MONAI ``AutoencoderKL(spatial_dims=3)`` with L1 + KL and an optional patch-adversarial term.
 
@@ -119,7 +127,14 @@ class VAEModule(GenerativeModule):
         disc_channels: discriminator base width.
         lr: generator learning rate (Adam).
         disc_lr: discriminator learning rate.
-        max_steps: schedule length for the info only (constant LR).
+        perceptual_weight: weight of a 3D perceptual term (:class:`~vlp_ct3d.perceptual.PerceptualLoss3d`);
+            0 = off. Needs ``perceptual_weights_path``: nothing is ever downloaded.
+        perceptual_network: MedicalNet-layout 3D ResNet, one of ``vlp_ct3d.perceptual.PERCEPTUAL_NETWORKS``.
+        perceptual_weights_path: local state-dict file of that network (safetensors, or a ``torch.save`` file read
+            with ``weights_only=True``). Read when training starts (not when a saved VAE is loaded for inference);
+            the frozen network is never part of the VAE's state dict.
+        perceptual_state_dict_key: nested key of the state dict in that file (MedicalNet: ``"state_dict"``).
+        perceptual_stages: residual stages compared (deep stages are ~1 voxel on 16³–32³ volumes).
 
     Batches: ``{"image": [B, 1, D, H, W]}`` in the preset's window (e.g. [0, 1]).
     """
@@ -137,9 +152,30 @@ class VAEModule(GenerativeModule):
         disc_channels: int = 16,
         lr: float = 1e-3,
         disc_lr: float = 5e-4,
+        perceptual_weight: float = 0.0,
+        perceptual_network: str = "medicalnet_resnet10",
+        perceptual_weights_path: str | None = None,
+        perceptual_state_dict_key: str | None = None,
+        perceptual_stages: Sequence[str] = ("layer1", "layer2"),
     ) -> None:
         super().__init__()
         from monai.networks.nets import AutoencoderKL, PatchDiscriminator
+
+        from vlp_ct3d.perceptual import PERCEPTUAL_NETWORKS, STAGES
+
+        if perceptual_weight < 0:
+            raise ValueError(f"perceptual_weight must be >= 0, got {perceptual_weight}")
+        if perceptual_weight > 0 and not perceptual_weights_path:
+            raise ValueError(
+                f"perceptual_weight={perceptual_weight} needs perceptual_weights_path: a local state-dict file of "
+                f"{perceptual_network!r} (safetensors or torch.save); perceptual weights are never downloaded"
+            )
+        if perceptual_network not in PERCEPTUAL_NETWORKS:
+            raise ValueError(
+                f"perceptual_network must be one of {sorted(PERCEPTUAL_NETWORKS)}, got {perceptual_network!r}"
+            )
+        if not perceptual_stages or any(s not in STAGES for s in perceptual_stages):
+            raise ValueError(f"perceptual_stages must be a non-empty subset of {STAGES}, got {list(perceptual_stages)}")
 
         channels = tuple(int(c) for c in channels)
         self.autoencoder = AutoencoderKL(
@@ -154,6 +190,14 @@ class VAEModule(GenerativeModule):
         )  # fmt: skip
         self.kl_weight, self.adv_weight, self.adv_start = kl_weight, adv_weight, adv_start
         self.lr, self.disc_lr = lr, disc_lr
+        self.perceptual_weight, self.perceptual_network = float(perceptual_weight), perceptual_network
+        self.perceptual_weights_path, self.perceptual_state_dict_key = (
+            perceptual_weights_path,
+            perceptual_state_dict_key,
+        )
+        self.perceptual_stages = tuple(perceptual_stages)
+        # Built lazily (training only) and kept out of the module tree: not saved, not optimised, not moved by hand.
+        object.__setattr__(self, "_perceptual", None)
         self.downsample = 2 ** (len(channels) - 1)
         self.register_buffer("scale_factor", torch.ones(()))
         self.automatic_optimization = False
@@ -163,9 +207,42 @@ class VAEModule(GenerativeModule):
         """Posterior ``(μ, σ)``, each ``[B, latent_channels, D/f, H/f, W/f]``."""
         return self.autoencoder.encode(x)
 
-    def decode(self, z: Tensor) -> Tensor:
-        """Latent (unscaled) → volume ``[B, 1, D, H, W]``."""
-        return self.autoencoder.decode(z)
+    def decode(
+        self, z: Tensor, window: int | Sequence[int] | None = None, overlap: float = 0.25, mode: str = "gaussian",
+        sw_batch_size: int = 1,
+    ) -> Tensor:  # fmt: skip
+        """Latent (unscaled) → volume ``[B, 1, D, H, W]``; with ``window``, decoded in overlapping latent windows.
+
+        Sliding-window decoding (MONAI ``SlidingWindowInferer`` on the latent grid; each window is decoded to a
+        ``downsample``× larger image patch and the patches are blended) bounds the decoder's activation memory by the
+        window instead of the volume. It is close to, not equal to, the full decode: a window's border voxels see
+        zero padding where the full decode sees their neighbours, and GroupNorm normalises each window with its own
+        statistics. Overlap with Gaussian blending down-weights the window borders (the first error); the second
+        shrinks as windows grow. A window that covers the whole latent grid gives the full decode exactly.
+
+        Args:
+            z: unscaled latents ``[B, C, d, h, w]``.
+            window: latent window size (one int or one per axis); None = decode all at once. Clipped to the grid.
+            overlap: fraction of the window shared by neighbouring windows, in [0, 1).
+            mode: blending of overlapping patches, ``"gaussian"`` or ``"constant"``.
+            sw_batch_size: windows decoded per decoder call.
+        """
+        if window is None:
+            return self.autoencoder.decode(z)
+        roi = _decode_window(window, tuple(z.shape[2:]))
+        if not 0.0 <= float(overlap) < 1.0:
+            raise ValueError(f"decode overlap must be in [0, 1), got {overlap}")
+        if mode not in ("gaussian", "constant"):
+            raise ValueError(f"decode blending mode must be 'gaussian' or 'constant', got {mode!r}")
+        if int(sw_batch_size) < 1:
+            raise ValueError(f"sw_batch_size must be >= 1, got {sw_batch_size}")
+        if roi == tuple(z.shape[2:]):
+            return self.autoencoder.decode(z)
+        from monai.inferers import SlidingWindowInferer
+
+        inferer = SlidingWindowInferer(roi_size=roi, sw_batch_size=int(sw_batch_size), overlap=float(overlap),
+                                       mode=mode, progress=False)  # fmt: skip
+        return inferer(z, self.autoencoder.decode)
 
     def reconstruct(self, x: Tensor) -> Tensor:
         """Decode the posterior mean."""
@@ -200,12 +277,35 @@ class VAEModule(GenerativeModule):
             opts.append(torch.optim.Adam(self.discriminator.parameters(), lr=self.disc_lr))
         return opts
 
+    @property
+    def perceptual(self) -> Any:
+        """The frozen perceptual network (built from the local weights file on first use), or None when off."""
+        if self.perceptual_weight <= 0:
+            return None
+        if self._perceptual is None:
+            from vlp_ct3d.perceptual import PerceptualLoss3d
+
+            net = PerceptualLoss3d(self.perceptual_network, self.perceptual_weights_path,
+                                   self.perceptual_state_dict_key, self.perceptual_stages)  # fmt: skip
+            object.__setattr__(self, "_perceptual", net)
+        p = next(self.autoencoder.parameters())
+        if next(self._perceptual.parameters()).device != p.device:
+            self._perceptual.to(p.device)
+        return self._perceptual
+
+    def on_fit_start(self) -> None:
+        self.perceptual  # noqa: B018 — fail before the first step if the weights file is missing or does not fit
+
     def generator_loss(self, x: Tensor, use_adv: bool) -> tuple[Tensor, dict[str, Tensor], Tensor]:
         recon, mu, sigma = self.autoencoder(x)
         l1 = F.l1_loss(recon, x)
         kl = kl_divergence(mu, sigma)
         loss = l1 + self.kl_weight * kl
         logs = {"l1": l1.detach(), "kl": kl.detach()}
+        if self.perceptual is not None:
+            perc = self.perceptual(recon, x)
+            loss = loss + self.perceptual_weight * perc
+            logs["perceptual"] = perc.detach()
         if use_adv:
             logits = self.discriminator(recon)[-1]
             adv = F.mse_loss(logits, torch.ones_like(logits))

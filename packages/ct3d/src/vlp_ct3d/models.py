@@ -294,9 +294,14 @@ def build_ct_clip(
     max_steps: int | None = None,
     gradient_checkpointing: bool = False,
     seed: int | None = None,
+    text_proj: str = "linear",
+    text_unfreeze_last_n: int = 0,
 ) -> Any:
     """A CT–report CLIP: volume tower (``"resnet"`` / ``"vit"`` / ``"conv"``) + frozen MiniLM text tower with a
     trained projection + symmetric InfoNCE (``loss="clip"``) or SigLIP (``"siglip"``), through core's Pretrainer.
+
+    ``text_proj`` (``"linear"`` / ``"mlp"``) is the text projection head; ``text_unfreeze_last_n`` trains the last n
+    MiniLM blocks (0 = frozen encoder with cached embeddings).
 
     Batches: ``{"image": [B, 1, D, H, W], "text": list[str]}``.
     """
@@ -315,7 +320,8 @@ def build_ct_clip(
         image = Conv3dTower(widths=tuple(widths), embed_dim=embed_dim)
     else:
         raise ValueError(f"volume_tower must be 'resnet', 'vit' or 'conv', got {volume_tower!r}")
-    text = CTTextTower(model_path=text_model_path, embed_dim=embed_dim, max_length=text_max_length)
+    text = CTTextTower(model_path=text_model_path, embed_dim=embed_dim, max_length=text_max_length, proj=text_proj,
+                       unfreeze_last_n=text_unfreeze_last_n)  # fmt: skip
     loss_fn = {"clip": ClipLoss, "siglip": SigLipLoss}[loss]()
     return Pretrainer(towers={"image": image, "text": text}, losses=[LossTerm("clip", loss_fn, inputs=("image", "text"))],
                       lr=lr, weight_decay=weight_decay, warmup_steps=warmup_steps, max_steps=max_steps,

@@ -84,8 +84,12 @@ def fit_diffusion(
 def generate_volumes(
     clip_model: Any, vae: VAEModule, diffusion: LatentDiffusionModule, prompts: Sequence[str], seed: int = 0,
     guidance: float = 3.0, steps: int = 30, sampler: str | None = None, batch_size: int = 8,
+    decode_window: int | Sequence[int] | None = None, decode_overlap: float = 0.25,
 ) -> Tensor:  # fmt: skip
-    """Prompts → windowed volumes ``[N, 1, D, H, W]`` (clamped to the preset's output range)."""
+    """Prompts → windowed volumes ``[N, 1, D, H, W]`` (clamped to the preset's output range).
+
+    ``decode_window`` (latent voxels) decodes in overlapping windows (:meth:`VAEModule.decode`) to bound memory.
+    """
     g = torch.Generator().manual_seed(seed)
     lo, hi = diffusion.geometry.get("out_range", (0.0, 1.0))
     ctx = text_context(clip_model, prompts, diffusion.context_length)
@@ -94,7 +98,8 @@ def generate_volumes(
     for i in range(0, len(prompts), batch_size):
         z = diffusion.sample(ctx[i : i + batch_size].to(diffusion.device), guidance=guidance, steps=steps,
                              sampler=sampler, generator=g)  # fmt: skip
-        outs.append(vae.decode(z / vae.scale_factor).clamp(lo, hi).cpu())
+        vol = vae.decode(z / vae.scale_factor, window=decode_window, overlap=decode_overlap)
+        outs.append(vol.clamp(lo, hi).cpu())
     return torch.cat(outs)
 
 

@@ -1,0 +1,85 @@
+"""Zero-shot CLIP variants at demo scale, selected on a validation split of the TRAINING phantoms only.
+
+The demo's training phantoms (400, seed 0) are split by patient (patient id % 5 == 0 → validation, the same
+patient-level part the demo uses to choose the linear probe's decay); each variant trains on the rest and is scored
+by zero-shot macro AUROC on the validation part with the class-name prompt pairs and the disjoint wording. The
+demo's held-out (``valid``) phantoms are never read.
+
+    uv run python benchmarks/ct3d_zeroshot_variants.py --variants baseline text_mlp
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import env_line, markdown_table, repro_command  # noqa: E402
+
+# name → (build_ct_clip kwargs, VolumeTextSet kwargs, steps)
+BASE = {"embed_dim": 128, "widths": (16, 32, 64), "lr": 2e-3}
+VARIANTS: dict[str, tuple[dict, dict, int]] = {
+    "baseline": ({}, {"sentence_prob": 0.5}, 300),
+    "text_mlp": ({"text_proj": "mlp"}, {"sentence_prob": 0.5}, 300),
+    "unfreeze1": ({"text_unfreeze_last_n": 1}, {"sentence_prob": 0.5}, 300),
+    "sentences0.8": ({}, {"sentence_prob": 0.8}, 300),
+    "lr1e-3": ({"lr": 1e-3}, {"sentence_prob": 0.5}, 300),
+    "steps600": ({}, {"sentence_prob": 0.5}, 600),
+}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    ap.add_argument("--data_dir", default="runs/ct3d-variants-data")
+    ap.add_argument("--out", default="runs/ct3d-variants.json")
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+    import numpy as np
+    import torch
+
+    from vlp_ct3d.ctrate import ctrate_index
+    from vlp_ct3d.demo import DEMO_SCALES, _zeroshot_rows, prepare_demo_data
+    from vlp_ct3d.eval import encode_volumes
+    from vlp_ct3d.models import build_ct_clip
+    from vlp_ct3d.synth import CLASS_PROMPTS, DEMO_CLASSES, DISJOINT_PROMPTS
+    from vlp_ct3d.train import VolumeTextSet, fit_clip, load_split
+
+    torch.set_num_threads(2)
+    cfg = DEMO_SCALES["small"]
+    root = prepare_demo_data(Path(args.data_dir), cfg["n_train"], cfg["n_valid"], args.seed, progress=False)
+    train_df = ctrate_index(root, "train")  # the held-out "valid" split is not indexed here
+    x, t, y, _ = load_split(train_df, "demo", Path(args.data_dir) / "preprocessed-demo", list(DEMO_CLASSES))
+    val = torch.from_numpy(np.array([int(p.split("_")[1]) % 5 == 0 for p in train_df["patient"].to_numpy()]))
+    fit_i, val_i = (~val).nonzero().flatten(), val.nonzero().flatten()
+    texts = list(t)
+    prompt_sets = {"class-name pairs": CLASS_PROMPTS,
+                   "disjoint wording": {c: (p[1], p[2]) for c, p in DISJOINT_PROMPTS.items()}}  # fmt: skip
+    out = Path(args.out)
+    results = json.loads(out.read_text()) if out.is_file() else {}
+    for name in args.variants:
+        model_kw, set_kw, steps = VARIANTS[name]
+        t0 = time.perf_counter()
+        clip = build_ct_clip(**{**BASE, **model_kw}, max_steps=steps, seed=args.seed)
+        train = VolumeTextSet(x[fit_i], [texts[i] for i in fit_i], y[fit_i], augment=True, seed=args.seed, **set_kw)
+        fit_clip(clip, train, steps, cfg["clip_batch"], args.seed, False)
+        wall = time.perf_counter() - t0
+        feats = {name: encode_volumes(clip, VolumeTextSet(x[val_i], [texts[i] for i in val_i], y[val_i]))}
+        rows = _zeroshot_rows({name: clip}, feats, prompt_sets)
+        results[name] = {r["prompts"]: round(r["macro AUROC"], 4) for r in rows} | {"steps": steps,
+                                                                                  "train s": round(wall, 1)}  # fmt: skip
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(results, indent=2))
+        print(name, results[name], flush=True)
+    print(f"- {env_line()}\n- reproduce: `{repro_command()}`\n- train {len(fit_i)} / validation {len(val_i)} "
+          "phantoms (patient-level split of the demo's train split)\n")  # fmt: skip
+    print(markdown_table(["variant", "steps", "val AUROC class-name", "val AUROC disjoint", "train s"],
+                         [[k, v["steps"], v["class-name pairs"], v["disjoint wording"], v["train s"]]
+                          for k, v in results.items()]))  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
