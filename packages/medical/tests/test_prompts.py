@@ -7,7 +7,13 @@ import re
 import numpy as np
 
 from vlp_medical.make import load_knowledge
-from vlp_medical.prompts import DISJOINT_NEGATIVE, DISJOINT_PROMPTS, class_name_prompts, disjoint_prompts
+from vlp_medical.prompts import (
+    DISJOINT_NEGATIVES,
+    DISJOINT_PROMPTS,
+    DISJOINT_PROMPTS_EXTRA,
+    class_name_prompts,
+    disjoint_prompts,
+)
 from vlp_medical.synth import _HEDGE_NAMES, _NEG, _POS, FINDINGS, sample_phantom, write_report
 
 
@@ -43,7 +49,8 @@ def test_disjoint_prompts_never_occur_in_reports_or_knowledge() -> None:
     corpus = _training_corpus()
     text = " \n ".join(c.lower() for c in corpus)
     grams = set().union(*(_trigrams(c) for c in corpus))
-    prompts = [p for ps in DISJOINT_PROMPTS.values() for p in ps] + [DISJOINT_NEGATIVE]
+    prompts = [p for d in (DISJOINT_PROMPTS, DISJOINT_PROMPTS_EXTRA) for ps in d.values() for p in ps]
+    prompts += DISJOINT_NEGATIVES
     for p in prompts:
         assert p.lower() not in text, p
         shared = _trigrams(p) & grams
