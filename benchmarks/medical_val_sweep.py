@@ -22,6 +22,8 @@ import torch
 # name -> (method, pretrain kwargs, text tower kwargs beyond the demo's frozen MiniLM)
 CONFIGS: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {
     "clip_base": ("clip", {}, {}),
+    "probmed_logvar_lr10": ("probmed", {"lr_multipliers": {"towers.image.head.logvar": 10.0,
+                                                           "towers.text.head.logvar": 10.0}}, {}),
     "make_base": ("make", {}, {}),
     "probmed_base": ("probmed", {}, {}),
     "clip_steps200": ("clip", {"steps": 200}, {}),
@@ -41,6 +43,8 @@ def main() -> None:
     ap.add_argument("--out", default="/tmp/medexp/val_sweep.jsonl")
     ap.add_argument("--steps", type=int, default=100)
     ap.add_argument("--list", action="store_true")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--text-cache", default="/tmp/medexp/text_cache.pt", help="frozen MiniLM outputs, reused")
     args = ap.parse_args()
     if args.list:
         print("\n".join(CONFIGS))
@@ -49,10 +53,13 @@ def main() -> None:
     from vlp_medical.bench import load_index
 
     cfg = DEMO_SCALES["small"]
-    torch.set_num_threads(max(1, min(torch.get_num_threads(), 4)))
+    torch.set_num_threads(args.threads)
     root = prepare_demo_data(Path(args.data), cfg["n_images"], 0, False)
     index = load_index(demo_suite(root, cfg["image_size"]))
-    frozen = warm_text_tower(index)
+    cache = Path(args.text_cache)
+    frozen = warm_text_tower(index, preload=torch.load(cache) if cache.is_file() else None)
+    if not cache.is_file():
+        torch.save(frozen._cache, cache)
     for name in args.configs:
         method, kw, text_kw = CONFIGS[name]
         run = {"steps": args.steps, "batch_size": cfg["batch_size"], "image_size": cfg["image_size"], **kw}

@@ -48,17 +48,18 @@ DEMO_SCALES: dict[str, dict[str, Any]] = {
         "time_limit_s": 1800.0,
     },
 }
-DATA_VERSION = "v1"
+DATA_VERSION = "v2"  # v2: 20 % of the phantoms degraded (low contrast, blur, noise)
+DEGRADE_FRACTION = 0.2
 VARIANTS = ("clip", "make", "probmed")
 
 
 def prepare_demo_data(data_dir: Path, n_images: int, seed: int, progress: bool = True) -> Path:
-    """Generate (once) the phantom MIMIC-CXR tree; returns its root."""
+    """Generate (once) the phantom MIMIC-CXR tree (:data:`DEGRADE_FRACTION` of it degraded); returns its root."""
     from vlp_medical.synth import make_fake_mimic_cxr
 
     root = Path(data_dir) / f"phantom-cxr-{DATA_VERSION}-n{n_images}-seed{seed}"
     if not (root / "phantom_truth.csv").is_file():
-        make_fake_mimic_cxr(root, n_images, size=128, seed=seed, progress=progress)
+        make_fake_mimic_cxr(root, n_images, size=128, seed=seed, progress=progress, degrade_fraction=DEGRADE_FRACTION)
     return root
 
 
@@ -222,12 +223,17 @@ def all_prompt_sets() -> dict[str, dict[str, dict[str, list[str]]]]:
             "disjoint": disjoint_prompts(), "disjoint ensemble": disjoint_prompts(ensemble=True)}  # fmt: skip
 
 
-def warm_text_tower(index: pd.DataFrame, embed_dim: int = 128, max_length: int = 96) -> Any:
-    """The demo's frozen MiniLM text tower with its cache filled with every report, MAKE aspect text and prompt."""
+def warm_text_tower(
+    index: pd.DataFrame, embed_dim: int = 128, max_length: int = 96, preload: dict[str, Any] | None = None
+) -> Any:
+    """The demo's frozen MiniLM text tower with its cache filled with every report, MAKE aspect text and prompt
+    (``preload``: a previous tower's cache of the same encoder, e.g. for sweeps)."""
     from vlp_core.towers import TextTower
     from vlp_medical.make import AspectDecomposer
 
     text = TextTower(embed_dim=embed_dim, max_length=max_length, freeze=True)
+    if preload:
+        text._cache.update(preload)
     dec = AspectDecomposer("cxr")
     labels = list(index.attrs["labels"])
     train = index[index["split"] == "train"]
