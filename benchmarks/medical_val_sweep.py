@@ -22,6 +22,8 @@ import torch
 # name -> (method, pretrain kwargs, text tower kwargs beyond the demo's frozen MiniLM)
 CONFIGS: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {
     "clip_base": ("clip", {}, {}),
+    "probmed_atten0.5": ("probmed", {"attenuation_weight": 0.5}, {}),
+    "probmed_atten2": ("probmed", {"attenuation_weight": 2.0}, {}),
     "probmed_logvar_lr10": ("probmed", {"lr_multipliers": {"towers.image.head.logvar": 10.0,
                                                            "towers.text.head.logvar": 10.0}}, {}),
     "make_base": ("make", {}, {}),
@@ -44,6 +46,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=100)
     ap.add_argument("--list", action="store_true")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--clean", action="store_true", help="phantom data without degraded images (data v1)")
     ap.add_argument("--text-cache", default="/tmp/medexp/text_cache.pt", help="frozen MiniLM outputs, reused")
     args = ap.parse_args()
     if args.list:
@@ -52,6 +55,10 @@ def main() -> None:
     from vlp_medical.demo import DEMO_SCALES, demo_suite, prepare_demo_data, pretrain, validation_metrics, warm_text_tower
     from vlp_medical.bench import load_index
 
+    import vlp_medical.demo as demo
+
+    if args.clean:
+        demo.DATA_VERSION, demo.DEGRADE_FRACTION = "v1", 0.0
     cfg = DEMO_SCALES["small"]
     torch.set_num_threads(args.threads)
     root = prepare_demo_data(Path(args.data), cfg["n_images"], 0, False)

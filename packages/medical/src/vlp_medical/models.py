@@ -22,6 +22,7 @@ from vlp_medical.prob import (
     PCMEppLoss,
     ProbabilisticTower,
     SampledInstanceLoss,
+    UncertaintyAttenuationLoss,
     VIBLoss,
 )
 
@@ -157,6 +158,7 @@ def build_model(
     make_lambda_s: float = 0.7,
     sis_weight: float = 0.1,
     vib_weight: float = 1e-3,
+    attenuation_weight: float = 0.0,
     **kwargs: Any,
 ) -> MedicalPretrainer:
     """One of the package's methods on a ViT image tower and the frozen packaged text encoder + trained projection.
@@ -177,6 +179,8 @@ def build_model(
         make_lambda_s: weight of MAKE's fine-grained term.
         sis_weight: weight of ProbMed's sampled-instance loss (per modality).
         vib_weight: weight of the VIB term.
+        attenuation_weight: ProbMed only: weight of :class:`~vlp_medical.prob.UncertaintyAttenuationLoss` (variance
+            that follows each item's matching difficulty; 0 = off).
         **kwargs: forwarded to :class:`MedicalPretrainer` (e.g. ``lr_multipliers={"towers.text.encoder": 0.05}``).
     """
     if method not in METHODS:
@@ -209,6 +213,9 @@ def build_model(
             LossTerm("sis_text", SampledInstanceLoss(), weight=sis_weight, inputs=("text",)),
             LossTerm("vib", VIBLoss(), weight=vib_weight, inputs=("image", "text")),
         ]
+        if method == "probmed" and attenuation_weight > 0:
+            losses.append(LossTerm("attenuation", UncertaintyAttenuationLoss(), weight=attenuation_weight,
+                                   inputs=("image", "text")))  # fmt: skip
     return MedicalPretrainer({"image": image, "text": text}, losses, similarity=similarity,
                              inputs={"image": "image", "text": "text", **({"aspects": "text"} if method == "make" else {})},
                              lr=lr,
@@ -266,6 +273,7 @@ def build_binding_model(
     pairs_per_step: int | None = 1,
     seed: int = 0,
     vib_weight: float = 1e-3,
+    attenuation_weight: float = 0.0,
     **kwargs: Any,
 ) -> MedicalPretrainer:
     """A model binding any registered towers: ``{"cxr": ("medical/cxr_vit_tiny", {...}), "ecg": ("ecg/resnet1d",
