@@ -24,8 +24,11 @@ CONFIGS: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {
     "clip_base": ("clip", {}, {}),
     "probmed_atten0.5": ("probmed", {"attenuation_weight": 0.5}, {}),
     "probmed_atten2": ("probmed", {"attenuation_weight": 2.0}, {}),
-    "probmed_logvar_lr10": ("probmed", {"lr_multipliers": {"towers.image.head.logvar": 10.0,
-                                                           "towers.text.head.logvar": 10.0}}, {}),
+    "probmed_logvar_lr10": (
+        "probmed",
+        {"lr_multipliers": {"towers.image.head.logvar": 10.0, "towers.text.head.logvar": 10.0}},
+        {},
+    ),
     "make_base": ("make", {}, {}),
     "probmed_base": ("probmed", {}, {}),
     "clip_steps200": ("clip", {"steps": 200}, {}),
@@ -46,19 +49,25 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=100)
     ap.add_argument("--list", action="store_true")
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--clean", action="store_true", help="phantom data without degraded images (data v1)")
+    ap.add_argument("--clean", action="store_true", help="phantom data without degraded images (the demo's, v1)")
     ap.add_argument("--text-cache", default="/tmp/medexp/text_cache.pt", help="frozen MiniLM outputs, reused")
     args = ap.parse_args()
     if args.list:
         print("\n".join(CONFIGS))
         return
-    from vlp_medical.demo import DEMO_SCALES, demo_suite, prepare_demo_data, pretrain, validation_metrics, warm_text_tower
-    from vlp_medical.bench import load_index
-
     import vlp_medical.demo as demo
+    from vlp_medical.bench import load_index
+    from vlp_medical.demo import (
+        DEMO_SCALES,
+        demo_suite,
+        prepare_demo_data,
+        pretrain,
+        validation_metrics,
+        warm_text_tower,
+    )
 
-    if args.clean:
-        demo.DATA_VERSION, demo.DEGRADE_FRACTION = "v1", 0.0
+    if not args.clean:  # 20 % degraded phantoms (the sweep's "v2" data)
+        demo.DATA_VERSION, demo.DEGRADE_FRACTION = "v2", 0.2
     cfg = DEMO_SCALES["small"]
     torch.set_num_threads(args.threads)
     root = prepare_demo_data(Path(args.data), cfg["n_images"], 0, False)

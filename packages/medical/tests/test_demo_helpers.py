@@ -11,7 +11,9 @@ from vlp_medical.demo import demo_threads, validation_metrics
 
 @pytest.mark.parametrize(("cores", "load", "expected"), [(2, 0.1, 2), (2, 1.2, 1), (2, 12.0, 1), (16, 3.0, 4),
                                                           (8, 5.2, 3)])  # fmt: skip
-def test_demo_threads_use_idle_cores_only(monkeypatch: pytest.MonkeyPatch, cores: int, load: float, expected: int) -> None:
+def test_demo_threads_use_idle_cores_only(
+    monkeypatch: pytest.MonkeyPatch, cores: int, load: float, expected: int
+) -> None:
     monkeypatch.setattr(os, "cpu_count", lambda: cores)
     monkeypatch.setattr(os, "getloadavg", lambda: (load, load, load))
     assert demo_threads() == expected

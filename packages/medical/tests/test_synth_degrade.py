@@ -17,7 +17,7 @@ def test_degrade_lowers_contrast_blurs_and_adds_noise() -> None:
     state = g.bit_generator.state
     assert degrade(img, 0.0, g) is img and g.bit_generator.state == state  # level 0: untouched, no draws
     out = degrade(img, 1.0, np.random.default_rng(2))
-    assert out.shape == img.shape and out.dtype == np.float32 and 0 <= out.min() and out.max() <= 1
+    assert out.shape == img.shape and out.dtype == np.float32 and out.min() >= 0 and out.max() <= 1
 
     def edges(x: np.ndarray) -> float:  # mean gradient of a 4x4 block average (noise averaged out)
         b = x.reshape(16, 4, 16, 4).mean((1, 3))
@@ -42,7 +42,7 @@ def test_degraded_tree_keeps_reports_and_clean_images_and_records_the_level(tmp_
     reports_a = sorted(p.read_text() for p in (tmp_path / "a").rglob("*.txt"))
     reports_b = sorted(p.read_text() for p in (tmp_path / "b").rglob("*.txt"))
     assert reports_a == reports_b
-    for (dicom_id, level) in zip(tb["dicom_id"], tb["degradation"]):
+    for dicom_id, level in zip(tb["dicom_id"], tb["degradation"]):
         pa = next((tmp_path / "a").rglob(f"{dicom_id}.dcm"))
         pb = next((tmp_path / "b").rglob(f"{dicom_id}.dcm"))
         same = np.array_equal(read_dicom(pa)[0], read_dicom(pb)[0])
