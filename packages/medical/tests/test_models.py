@@ -44,7 +44,7 @@ def test_method_step_and_round_trip(method: str, tmp_path: Path) -> None:
     model.eval()
     model.save_pretrained(tmp_path / method)
     back = MedicalPretrainer.from_pretrained(tmp_path / method)
-    assert type(back.similarity) is type(model.similarity) and back.text_fields == model.text_fields
+    assert type(back.similarity) is type(model.similarity) and back.inputs == model.inputs
     x = _batch()["image"]
     torch.testing.assert_close(back.encode_image(x), model.encode_image(x))
     if method in ("probmed", "pcmepp"):
@@ -77,6 +77,7 @@ def test_make_batch_without_aspects_still_trains() -> None:
     b = _batch()
     b.update(aspects=[], aspects_owner=torch.zeros(0, dtype=torch.long), aspects_kind=torch.zeros(0, dtype=torch.long))
     assert torch.isfinite(model.compute_losses(b)["loss"])
+    assert model(b)["aspects"].embedding.shape == (0, 16)
 
 
 def test_binding_with_a_standin_tower_from_the_registry() -> None:
@@ -125,3 +126,41 @@ def test_binding_with_a_standin_tower_from_the_registry() -> None:
         again2.compute_losses({k: torch.randn(3, 8) for k in "abc"})
         pairs2.append(again2.losses[0].loss.last_pairs[0])
     assert pairs == pairs2
+
+
+def test_make_routes_aspects_through_core_inputs_and_loads_pre_routing_checkpoints(tmp_path: Path) -> None:
+    import json
+
+    torch.manual_seed(0)
+    model = build_model("make", embed_dim=16, image_tower=TINY, text_max_length=16)
+    assert model.inputs == {"image": "image", "text": "text", "aspects": "text"} and model.text_fields == ("aspects",)
+    batch = _batch()
+    out = model(batch)
+    # One text tower for reports and aspects: the same text gives the same embedding under either field.
+    solo = model.towers["text"](batch["aspects"]).embedding
+    torch.testing.assert_close(out["aspects"].embedding, solo)
+    assert out["aspects"].embedding.shape == (5, 16)
+    model.eval()
+    model.save_pretrained(tmp_path / "new")
+    back = MedicalPretrainer.from_pretrained(tmp_path / "new")
+    assert back.inputs == model.inputs
+    # A checkpoint written before core routing: ``text_fields`` in the config, no ``inputs``.
+    cfg = json.loads((tmp_path / "new" / "config.json").read_text())
+    cfg["init_args"].pop("inputs")
+    cfg["init_args"]["text_fields"] = ["aspects"]
+    old = tmp_path / "old"
+    old.mkdir()
+    (old / "config.json").write_text(json.dumps(cfg))
+    for f in (tmp_path / "new").iterdir():
+        if f.name != "config.json":
+            (old / f.name).write_bytes(f.read_bytes())
+    legacy = MedicalPretrainer.from_pretrained(old)
+    assert legacy.inputs == model.inputs
+    with torch.no_grad():
+        a, b = legacy(batch), model(batch)
+    for field in ("image", "text", "aspects"):
+        torch.testing.assert_close(a[field].embedding, b[field].embedding)
+    torch.testing.assert_close(legacy.compute_losses(batch)["loss"], model.compute_losses(batch)["loss"])
+    # CLIP routes no aspects: a batch carrying them does not run the text tower on them.
+    clip = build_model("clip", embed_dim=16, image_tower=TINY, text_max_length=16)
+    assert "aspects" not in clip(batch) and clip.text_fields == ()

@@ -14,6 +14,7 @@ from vlp_medical.prob import (
     PCMEppLoss,
     ProbabilisticTower,
     SampledInstanceLoss,
+    UncertaintyAttenuationLoss,
     VIBLoss,
     csd,
     hellinger_sq,
@@ -189,3 +190,32 @@ def test_fresh_probabilistic_towers_do_not_saturate_the_hellinger_similarity() -
     saturated = ProbabilisticTower(BoringTower(32, 128), init_logvar=-4.0, normalize_mean=False)
     sat = HellingerSimilarity()(saturated(torch.randn(16, 32) * 10).embedding, b.detach())
     assert float(sat.detach().max()) < 1e-3  # what the old default did: (near) zero similarity everywhere
+
+
+def test_attenuation_gives_hard_items_more_variance_and_is_stationary_at_its_target() -> None:
+    torch.manual_seed(0)
+    n, d, ref = 6, 16, -2.5
+    mu = torch.nn.functional.normalize(torch.randn(n, d), dim=-1)
+    partner = mu.clone()
+    partner[0] = -mu[0]  # item 0's partner is far away: the hardest match of the batch
+    partner[1:] += 0.05 * torch.randn(n - 1, d)
+    partner = torch.nn.functional.normalize(partner, dim=-1)
+    lv = torch.full((n, d), ref, requires_grad=True)
+    lv_b = torch.full((n, d), ref)
+    loss = UncertaintyAttenuationLoss(ref_logvar=ref)
+    opt = torch.optim.SGD([lv], lr=0.5)
+    for _ in range(200):
+        opt.zero_grad()
+        loss(torch.cat([mu, lv], -1), torch.cat([partner, lv_b], -1)).backward()
+        opt.step()
+    var = uncertainty(torch.cat([mu, lv.detach()], -1))
+    assert var[0] > 1.5 * var[1:].max()  # Σσ² ranks the hard item first
+    # For fixed difficulties the term is minimised at mean σ² = exp(ref) · difficulty / mean difficulty.
+    difficulty = torch.tensor([4.0, 1.0, 0.5, 0.5])
+    target = math.exp(ref) * difficulty / difficulty.mean()
+    at = torch.log(target)[:, None].repeat(1, d).requires_grad_()
+    UncertaintyAttenuationLoss._term(torch.cat([torch.zeros(4, d), at], -1), difficulty, ref).backward()
+    torch.testing.assert_close(at.grad, torch.zeros_like(at), atol=1e-6, rtol=0)
+    off = (torch.log(target)[:, None].repeat(1, d) + 0.3).requires_grad_()
+    UncertaintyAttenuationLoss._term(torch.cat([torch.zeros(4, d), off], -1), difficulty, ref).backward()
+    assert (off.grad > 0).all()  # too much variance everywhere: pushed down

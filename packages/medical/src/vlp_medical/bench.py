@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import DataLoader
 
@@ -40,6 +41,7 @@ from vlp_medical.transforms import CxrTransform
 __all__ = [
     "Suite",
     "encode_images",
+    "ensemble_embedding",
     "format_table",
     "load_checkpoint",
     "run_bench",
@@ -71,6 +73,8 @@ class Suite:
         batch_size: encoding batch size.
         probe_weight_decays: weight-decay grid of the probe (selected on validation).
         probe_max_iter: L-BFGS iterations per probe fit.
+        prompt_combine: how several prompts of one side combine (``"similarity"`` or ``"embedding"``, see
+            :func:`zero_shot_scores`).
     """
 
     name: str
@@ -87,6 +91,7 @@ class Suite:
     batch_size: int = 64
     probe_weight_decays: list[float] = field(default_factory=lambda: [0.0, 1e-4, 1e-3, 1e-2, 1e-1, 1.0])
     probe_max_iter: int = 100
+    prompt_combine: str = "similarity"
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> Suite:
@@ -173,18 +178,42 @@ def encode_texts(model: Any, texts: Sequence[str], batch_size: int = 256) -> Ten
     )
 
 
+def ensemble_embedding(emb: Tensor, probabilistic: bool = False) -> Tensor:
+    """One prompt-ensemble embedding ``[1, E]`` from ``[P, E]`` (CLIP's recipe: mean of the unit embeddings,
+    re-normalised). Probabilistic ``[mu, logvar]`` rows: unit mean of the unit means, mean log σ²."""
+    if not probabilistic:
+        return F.normalize(F.normalize(emb, dim=-1).mean(0, keepdim=True), dim=-1)
+    mu, logvar = split_gaussian(emb)
+    return torch.cat([F.normalize(F.normalize(mu, dim=-1).mean(0, keepdim=True), dim=-1),
+                      logvar.mean(0, keepdim=True)], -1)  # fmt: skip
+
+
 @torch.no_grad()
 def zero_shot_scores(
-    model: Any, images: Tensor, prompts: Mapping[str, Mapping[str, Sequence[str]]], classes: Sequence[str]
-) -> Tensor:
-    """``[N, C]`` scores: mean similarity to the class prompts minus mean similarity to its negatives."""
+    model: Any, images: Tensor, prompts: Mapping[str, Mapping[str, Sequence[str]]], classes: Sequence[str],
+    combine: str = "similarity",
+) -> Tensor:  # fmt: skip
+    """``[N, C]`` scores: similarity to the class prompts minus similarity to its negatives.
+
+    ``combine``: ``"similarity"`` averages the similarities to the prompts of a side; ``"embedding"`` averages the
+    prompt embeddings first (:func:`ensemble_embedding`) and scores against that one embedding.
+    """
+    if combine not in ("similarity", "embedding"):
+        raise ValueError(f"combine must be 'similarity' or 'embedding', got {combine!r}")
+    probabilistic = bool(getattr(model, "probabilistic", False))
+
+    def side(texts: Sequence[str]) -> Tensor:
+        emb = encode_texts(model, texts)
+        if combine == "embedding":
+            emb = ensemble_embedding(emb, probabilistic)
+        return model.similarity(images, emb).mean(1)
+
     cols = []
     for c in classes:
         spec = prompts[c]
-        pos = encode_texts(model, spec["prompts"])
-        score = model.similarity(images, pos).mean(1)
+        score = side(spec["prompts"])
         if spec.get("negatives"):
-            score = score - model.similarity(images, encode_texts(model, spec["negatives"])).mean(1)
+            score = score - side(spec["negatives"])
         cols.append(score)
     return torch.stack(cols, 1)
 
@@ -235,7 +264,7 @@ def evaluate_model(
 
     img, y, texts = sets["test"]
     for set_name, prompts in suite.prompt_sets.items():
-        scores = zero_shot_scores(model, img, prompts, suite.classes)
+        scores = zero_shot_scores(model, img, prompts, suite.classes, combine=suite.prompt_combine)
         res = multilabel_auroc(scores, y, class_names=suite.classes, warn=False)
         add(f"zero-shot [{set_name}]", "macro AUROC", res["macro"])
         for c in suite.classes:

@@ -18,7 +18,17 @@ from typing import Any
 import pandas as pd
 import torch
 
-__all__ = ["DEMO_SCALES", "demo_suite", "prepare_demo_data", "pretrain", "run_demo"]
+__all__ = [
+    "DEMO_SCALES",
+    "all_prompt_sets",
+    "demo_threads",
+    "demo_suite",
+    "prepare_demo_data",
+    "pretrain",
+    "run_demo",
+    "validation_metrics",
+    "warm_text_tower",
+]
 
 DEMO_SCALES: dict[str, dict[str, Any]] = {
     # time_limit_s only stops a run on a much slower machine (the step-based schedule is then cut short).
@@ -39,17 +49,36 @@ DEMO_SCALES: dict[str, dict[str, Any]] = {
         "time_limit_s": 1800.0,
     },
 }
-DATA_VERSION = "v1"
+# Degraded phantoms (vlp_medical.synth.degrade) are off in the demo: 20 % degraded (data "v2") lowered ProbMed's
+# validation zero-shot from 0.785 to 0.738 and did not by itself make its uncertainty informative (package README).
+DEGRADE_FRACTION = 0.0
+DATA_VERSION = "v1" if DEGRADE_FRACTION == 0 else f"v2-degraded{DEGRADE_FRACTION:g}"
 VARIANTS = ("clip", "make", "probmed")
 
 
+def demo_threads(max_threads: int = 4) -> int:
+    """Intra-op threads for the CPU demo: the cores left idle by other work (1-minute load average), 1 to 4.
+
+    On a shared machine more threads than idle cores make every step wait for descheduled threads: a resnet10t
+    forward of 48 images at 64 px took 3.8 s with 2 threads and 1.1 s with 1 thread on 2 cores at load 12.
+    """
+    import os
+
+    cores = os.cpu_count() or 1
+    try:
+        idle = cores - os.getloadavg()[0]
+    except OSError:  # no load average on this platform
+        idle = cores
+    return max(1, min(max_threads, cores, int(idle + 0.5)))
+
+
 def prepare_demo_data(data_dir: Path, n_images: int, seed: int, progress: bool = True) -> Path:
-    """Generate (once) the phantom MIMIC-CXR tree; returns its root."""
+    """Generate (once) the phantom MIMIC-CXR tree (:data:`DEGRADE_FRACTION` of it degraded); returns its root."""
     from vlp_medical.synth import make_fake_mimic_cxr
 
     root = Path(data_dir) / f"phantom-cxr-{DATA_VERSION}-n{n_images}-seed{seed}"
     if not (root / "phantom_truth.csv").is_file():
-        make_fake_mimic_cxr(root, n_images, size=128, seed=seed, progress=progress)
+        make_fake_mimic_cxr(root, n_images, size=128, seed=seed, progress=progress, degrade_fraction=DEGRADE_FRACTION)
     return root
 
 
@@ -78,10 +107,13 @@ def _make_texts(decomposer: Any, labels: list[str]):
 def pretrain(
     method: str, index: pd.DataFrame, text_tower: Any, steps: int, batch_size: int, image_size: int, seed: int,
     shuffle_pairs: bool = False, time_limit_s: float | None = None, progress: bool = False, arch: str = "resnet10t",
+    lr: float = 2e-3, warmup_steps: int = 15, **model_kwargs: Any,
 ) -> Any:  # fmt: skip
     """Pretrain one method on the index's train split for ``steps`` optimiser steps (Lightning, CPU).
 
     ``arch``: the image tower (``"vit"`` or a timm CNN name, see :func:`vlp_medical.models.build_model`).
+    ``text_tower`` is copied into the model (a frozen one keeps its filled cache). ``model_kwargs`` go to
+    :func:`~vlp_medical.models.build_model` (e.g. ``lr_multipliers``, ``vib_weight``).
     """
     import lightning as L
     from torch.utils.data import DataLoader
@@ -106,8 +138,8 @@ def pretrain(
                         train=True, texts=texts, cache=True, seed=seed)  # fmt: skip
     loader = DataLoader(ds, batch_size=batch_size, sampler=EpochSeededSampler(len(ds), seed), collate_fn=collate_cxr,
                         drop_last=True, num_workers=0)  # fmt: skip
-    model = build_model(method, embed_dim=128, image_tower={"arch": arch, "img_size": image_size}, lr=2e-3, warmup_steps=15,
-                        max_steps=steps)  # fmt: skip
+    model = build_model(method, embed_dim=128, image_tower={"arch": arch, "img_size": image_size}, lr=lr,
+                        warmup_steps=warmup_steps, max_steps=steps, **model_kwargs)  # fmt: skip
     tower = copy.deepcopy(text_tower)
     if hasattr(model.towers["text"], "tower"):
         model.towers["text"].tower = tower
@@ -125,14 +157,12 @@ def pretrain(
 def run_demo(ctx: Any) -> Any:
     """Demo entry point registered as ``medical`` (``vlp demo medical``); see the module docstring."""
     from vlp_core.demo import DemoResult
-    from vlp_core.towers import TextTower
     from vlp_medical.bench import format_table, load_index, run_bench, write_results
-    from vlp_medical.make import AspectDecomposer
     from vlp_medical.models import build_model
-    from vlp_medical.prompts import class_name_prompts, disjoint_prompts
 
     cfg = DEMO_SCALES.get(ctx.scale, DEMO_SCALES["small"])
-    torch.set_num_threads(max(1, min(torch.get_num_threads(), 4)))
+    threads = demo_threads()
+    torch.set_num_threads(threads)
     out = Path(ctx.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
@@ -143,18 +173,7 @@ def run_demo(ctx: Any) -> Any:
 
     # One frozen text encoder, its cache filled once with every text the runs will see; each model gets a copy.
     t1 = time.perf_counter()
-    text = TextTower(embed_dim=128, max_length=96, freeze=True)
-    dec = AspectDecomposer("cxr")
-    labels = list(index.attrs["labels"])
-    train = index[index["split"] == "train"]
-    extra = {t for _, r in train.iterrows() for t, _ in _make_texts(dec, labels)(r)}
-    prompts = {
-        p for ps in (class_name_prompts(), disjoint_prompts()) for spec in ps.values() for k in spec.values() for p in k
-    }
-    all_texts = sorted(set(index["text"]) | extra | prompts)
-    with torch.no_grad():
-        for i in range(0, len(all_texts), 256):
-            text(all_texts[i : i + 256])
+    text = warm_text_tower(index)
     t_text = time.perf_counter() - t1
 
     models: dict[str, Any] = {}
@@ -200,6 +219,7 @@ def run_demo(ctx: Any) -> Any:
         get("ProbMed", "uncertainty", "AUROC(Σσ² → wrong top-1 i→t)"), 4
     )
     metrics.update({f"pretrain seconds {k}": round(v, 1) for k, v in seconds.items()})
+    metrics["torch threads"] = float(threads)
     metrics.update({"data seconds": round(t_data, 1), "text cache seconds": round(t_text, 1), "eval seconds": round(t_eval, 1),
                     "test images": float((index["split"] == "test").sum()), "pretrain steps": float(cfg["steps"])})  # fmt: skip
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
@@ -214,6 +234,81 @@ def run_demo(ctx: Any) -> Any:
     ]  # fmt: skip
     return DemoResult("medical", metrics, "zero-shot macro AUROC (best variant, class names)", target=0.85,
                       figures=figures, notes=notes)  # fmt: skip
+
+
+def all_prompt_sets() -> dict[str, dict[str, dict[str, list[str]]]]:
+    """Every prompt set the demo can score (single and ensembled class names / disjoint wording)."""
+    from vlp_medical.prompts import class_name_prompts, disjoint_prompts
+
+    return {"class names": class_name_prompts(), "class names ensemble": class_name_prompts(ensemble=True),
+            "disjoint": disjoint_prompts(), "disjoint ensemble": disjoint_prompts(ensemble=True)}  # fmt: skip
+
+
+def warm_text_tower(
+    index: pd.DataFrame, embed_dim: int = 128, max_length: int = 96, preload: dict[str, Any] | None = None
+) -> Any:
+    """The demo's frozen MiniLM text tower with its cache filled with every report, MAKE aspect text and prompt
+    (``preload``: a previous tower's cache of the same encoder, e.g. for sweeps)."""
+    from vlp_core.towers import TextTower
+    from vlp_medical.make import AspectDecomposer
+
+    text = TextTower(embed_dim=embed_dim, max_length=max_length, freeze=True)
+    if preload:
+        text._cache.update(preload)
+    dec = AspectDecomposer("cxr")
+    labels = list(index.attrs["labels"])
+    train = index[index["split"] == "train"]
+    extra = {t for _, r in train.iterrows() for t, _ in _make_texts(dec, labels)(r)}
+    prompts = {p for ps in all_prompt_sets().values() for spec in ps.values() for k in spec.values() for p in k}
+    all_texts = sorted(set(index["text"]) | extra | prompts)
+    with torch.no_grad():
+        for i in range(0, len(all_texts), 256):
+            text(all_texts[i : i + 256])
+    return text
+
+
+_VAL_CACHE: dict[tuple[int, int], Any] = {}
+
+
+@torch.no_grad()
+def validation_metrics(model: Any, index: pd.DataFrame, image_size: int, split: str = "validate") -> dict[str, float]:
+    """Selection metrics on the validation split (never the test split): zero-shot macro AUROC for every prompt
+    set of :func:`all_prompt_sets` with both prompt combinations, retrieval R@1/R@10 image→report and, for
+    probabilistic models, the AUROC of Σσ² for a wrong top-1 image→report retrieval (plus its text-side twin)."""
+    from vlp_core.eval import binary_auroc, multilabel_auroc
+    from vlp_medical.bench import _retrieval, encode_images, zero_shot_scores
+    from vlp_medical.datasets import CxrTextDataset
+    from vlp_medical.prob import uncertainty
+    from vlp_medical.transforms import CxrTransform
+
+    if split == "test":
+        raise ValueError("validation_metrics selects choices; it never reads the test split")
+    key = (id(index), image_size)
+    if key not in _VAL_CACHE:
+        _VAL_CACHE[key] = CxrTextDataset(index, split=split, transform=CxrTransform(size=image_size),
+                                         labels=list(index.attrs["labels"]), cache=True)  # fmt: skip
+    model = model.eval()
+    img, y, texts = encode_images(model, _VAL_CACHE[key])
+    classes = list(index.attrs["labels"])
+    out: dict[str, float] = {}
+    for name, prompts in all_prompt_sets().items():
+        for combine in ("similarity", "embedding") if "ensemble" in name else ("similarity",):
+            scores = zero_shot_scores(model, img, prompts, classes, combine=combine)
+            tag = name if combine == "similarity" else f"{name} (embedding mean)"
+            out[f"val zero-shot {tag}"] = round(
+                multilabel_auroc(scores, y, class_names=classes, warn=False)["macro"], 4
+            )
+    ret, ranks = _retrieval(model, img, texts, (1, 10))
+    out["val i2t R@1"], out["val i2t R@10"] = round(ret["i2t_R@1"], 4), round(ret["i2t_R@10"], 4)
+    if getattr(model, "probabilistic", False):
+        wrong = (ranks > 1).float()
+        u = uncertainty(img)
+        out["val wrong top-1 fraction"] = round(float(wrong.mean()), 4)
+        out["val uncertainty AUROC"] = (
+            round(binary_auroc(u, wrong), 4) if 0 < wrong.sum() < len(wrong) else float("nan")
+        )
+        out["val image Σσ² mean"], out["val image Σσ² std"] = round(float(u.mean()), 5), round(float(u.std()), 5)
+    return out
 
 
 VARIANTS_NAMES = ("CLIP", "MAKE", "ProbMed")

@@ -22,6 +22,7 @@ from vlp_medical.prob import (
     PCMEppLoss,
     ProbabilisticTower,
     SampledInstanceLoss,
+    UncertaintyAttenuationLoss,
     VIBLoss,
 )
 
@@ -81,9 +82,10 @@ SIMILARITIES: dict[str, type[nn.Module]] = {"cosine": CosineSimilarity, "helling
 class MedicalPretrainer(Pretrainer):
     """Core :class:`~vlp_core.training.Pretrainer` plus the medical conventions.
 
-    - ``text_fields``: extra batch fields of text lists (e.g. MAKE's flat ``"aspects"``) that go through the same
-      ``"text"`` tower (one set of weights, one cache); their outputs are keyed by the field name. (Core 0.2's
-      ``inputs=`` routing generalises this.)
+    - Extra text fields (MAKE's flat ``"aspects"``) go through the ``"text"`` tower by core's ``inputs=`` routing
+      (``inputs={"image": "image", "text": "text", "aspects": "text"}``: one set of weights, one cache; outputs
+      keyed by field). A routed text field that is an empty list in a batch (no sample had a sub-caption) gets an
+      empty ``[0, E]`` output instead of failing in the text tower.
     - ``similarity``: how embeddings are compared at evaluation (cosine, or Hellinger for probabilistic towers);
       saved with the checkpoint so ``vlp-medical bench`` scores every model the way it was trained.
 
@@ -92,7 +94,9 @@ class MedicalPretrainer(Pretrainer):
         losses: weighted loss terms.
         similarity: evaluation similarity: ``"cosine"`` (default), ``"hellinger"`` or ``"csd"`` (``-CSD``) for
             probabilistic ``[mu, logvar]`` embeddings.
-        text_fields: batch fields encoded by the text tower besides ``"text"``.
+        inputs: core's batch field -> tower routing (default: each tower reads its own field).
+        text_fields: deprecated spelling of ``inputs`` kept so checkpoints written before 0.2 load: each field is
+            routed to the ``"text"`` tower (``None`` = not given).
         **kwargs: forwarded to :class:`~vlp_core.training.Pretrainer` (lr, weight_decay, warmup_steps...).
     """
 
@@ -101,26 +105,29 @@ class MedicalPretrainer(Pretrainer):
         towers: dict[str, nn.Module],
         losses: list[LossTerm],
         similarity: str = "cosine",
-        text_fields: Sequence[str] = ("aspects",),
+        inputs: dict[str, str] | None = None,
+        text_fields: Sequence[str] | None = None,
         **kwargs: Any,
     ) -> None:
-        super().__init__(towers, losses, **kwargs)
         if similarity not in SIMILARITIES:
             raise ValueError(f"similarity must be one of {sorted(SIMILARITIES)}, got {similarity!r}")
+        if text_fields:  # pre-0.2 checkpoints: text_fields=("aspects",) meant inputs["aspects"] = "text"
+            inputs = {**(inputs or {name: name for name in towers}), **{f: "text" for f in text_fields}}
+        super().__init__(towers, losses, inputs=inputs, **kwargs)
         self.similarity = SIMILARITIES[similarity]()
-        self.text_fields = tuple(text_fields)
+
+    @property
+    def text_fields(self) -> tuple[str, ...]:
+        """Batch fields other than ``"text"`` routed to the ``"text"`` tower (read-only view of ``inputs``)."""
+        return tuple(f for f, t in self.inputs.items() if t == "text" and f != "text")
 
     def forward(self, batch: Mapping[str, Any]) -> dict[str, TowerOutput]:
-        outputs = super().forward(batch)
-        for field in self.text_fields:
-            texts = batch.get(field)
-            if texts is not None and len(texts) > 0:
-                outputs[field] = self.towers["text"](texts)
-        if any(f in batch and len(batch[f]) == 0 for f in self.text_fields):
-            dim = next(iter(outputs.values())).embedding
-            for f in self.text_fields:
-                if f in batch and len(batch[f]) == 0:
-                    outputs[f] = TowerOutput(dim.new_zeros(0, self.towers["text"].output_dim))
+        empty = [f for f in self.inputs if isinstance(batch.get(f), (list, tuple)) and len(batch[f]) == 0]
+        outputs = super().forward({k: v for k, v in batch.items() if k not in empty})
+        if empty:
+            ref = next(iter(outputs.values())).embedding
+            for f in empty:
+                outputs[f] = TowerOutput(ref.new_zeros(0, self.towers[self.inputs[f]].output_dim))
         return outputs
 
     @torch.no_grad()
@@ -151,6 +158,8 @@ def build_model(
     make_lambda_s: float = 0.7,
     sis_weight: float = 0.1,
     vib_weight: float = 1e-3,
+    attenuation_weight: float = 0.0,
+    **kwargs: Any,
 ) -> MedicalPretrainer:
     """One of the package's methods on a ViT image tower and the frozen packaged text encoder + trained projection.
 
@@ -170,6 +179,9 @@ def build_model(
         make_lambda_s: weight of MAKE's fine-grained term.
         sis_weight: weight of ProbMed's sampled-instance loss (per modality).
         vib_weight: weight of the VIB term.
+        attenuation_weight: ProbMed only: weight of :class:`~vlp_medical.prob.UncertaintyAttenuationLoss` (variance
+            that follows each item's matching difficulty; 0 = off).
+        **kwargs: forwarded to :class:`MedicalPretrainer` (e.g. ``lr_multipliers={"towers.text.encoder": 0.05}``).
     """
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
@@ -201,9 +213,13 @@ def build_model(
             LossTerm("sis_text", SampledInstanceLoss(), weight=sis_weight, inputs=("text",)),
             LossTerm("vib", VIBLoss(), weight=vib_weight, inputs=("image", "text")),
         ]
+        if method == "probmed" and attenuation_weight > 0:
+            losses.append(LossTerm("attenuation", UncertaintyAttenuationLoss(), weight=attenuation_weight,
+                                   inputs=("image", "text")))  # fmt: skip
     return MedicalPretrainer({"image": image, "text": text}, losses, similarity=similarity,
-                             text_fields=("aspects",) if method == "make" else (), lr=lr,
-                             weight_decay=weight_decay, warmup_steps=warmup_steps, max_steps=max_steps)  # fmt: skip
+                             inputs={"image": "image", "text": "text", **({"aspects": "text"} if method == "make" else {})},
+                             lr=lr,
+                             weight_decay=weight_decay, warmup_steps=warmup_steps, max_steps=max_steps, **kwargs)  # fmt: skip
 
 
 class BindingLoss(Configurable, nn.Module):
@@ -257,6 +273,7 @@ def build_binding_model(
     pairs_per_step: int | None = 1,
     seed: int = 0,
     vib_weight: float = 1e-3,
+    attenuation_weight: float = 0.0,
     **kwargs: Any,
 ) -> MedicalPretrainer:
     """A model binding any registered towers: ``{"cxr": ("medical/cxr_vit_tiny", {...}), "ecg": ("ecg/resnet1d",
@@ -287,7 +304,7 @@ def build_binding_model(
     if probabilistic and vib_weight > 0:
         losses.append(_PresentVIB.term(list(built), vib_weight))
     similarity = "hellinger" if probabilistic else "cosine"
-    return MedicalPretrainer(built, losses, similarity=similarity, text_fields=(), **kwargs)
+    return MedicalPretrainer(built, losses, similarity=similarity, **kwargs)
 
 
 class _PresentVIB(Configurable, nn.Module):

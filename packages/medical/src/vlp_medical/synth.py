@@ -31,6 +31,7 @@ __all__ = [
     "FINDINGS",
     "FINDING_TO_CHEXPERT",
     "Phantom",
+    "degrade",
     "make_fake_mimic_cxr",
     "render_phantom",
     "sample_phantom",
@@ -56,6 +57,7 @@ class Phantom:
     hedged: dict[str, bool] = field(default_factory=dict)
     zone: dict[str, str] = field(default_factory=dict)  # "upper"/"lower" lung zone
     anatomy: dict[str, float] = field(default_factory=dict)
+    degradation: float = 0.0  # 0 = clean; up to 1 = low contrast + blur + heavy noise (a controlled ambiguity)
 
 
 def sample_phantom(rng: np.random.Generator) -> Phantom:
@@ -169,6 +171,29 @@ def render_phantom(ph: Phantom, size: int, rng: np.random.Generator) -> np.ndarr
     return np.clip(img, 0.0, 1.0).astype(np.float32)
 
 
+def degrade(img: np.ndarray, level: float, rng: np.random.Generator) -> np.ndarray:
+    """Controlled image-quality loss (under-penetrated, blurred, noisy film) at ``level`` in ``[0, 1]``.
+
+    Contrast shrinks towards the mean by ``1 - 0.6·level``, a Gaussian blur of ``σ = 2.5·level`` pixels (at 128 px)
+    softens edges, and white noise of s.d. ``0.12·level`` is added: findings stay in the image (and in the report)
+    but get hard to see, which gives a probabilistic model something to be uncertain about. ``level = 0`` returns
+    the image unchanged and draws nothing from ``rng``.
+    """
+    if level <= 0:
+        return img
+    size = img.shape[0]
+    sigma = 2.5 * level * size / 128
+    r = max(1, int(3 * sigma))
+    k = np.exp(-0.5 * (np.arange(-r, r + 1) / sigma) ** 2)
+    k /= k.sum()
+    pad = np.pad(img, r, mode="edge")
+    blurred = np.apply_along_axis(lambda v: np.convolve(v, k, mode="valid"), 0, pad)
+    blurred = np.apply_along_axis(lambda v: np.convolve(v, k, mode="valid"), 1, blurred)
+    mean = float(blurred.mean())
+    out = mean + (1 - 0.6 * level) * (blurred - mean) + 0.12 * level * rng.standard_normal(img.shape)
+    return np.clip(out, 0.0, 1.0).astype(np.float32)
+
+
 _SIDE_TXT = {"right": "right", "left": "left", "bilateral": "bilateral"}
 _POS = {
     "cardiomegaly": ["The heart is enlarged.", "Cardiomegaly is present.", "Enlarged cardiac silhouette.",
@@ -269,6 +294,7 @@ def make_fake_mimic_cxr(
     n_lateral: int = 4,
     split_fractions: tuple[float, float, float] = (0.7, 0.1, 0.2),
     progress: bool = False,
+    degrade_fraction: float = 0.0,
 ) -> Path:
     """Write ``n_images`` frontal phantoms (one study and one patient each) as a MIMIC-CXR-shaped tree.
 
@@ -282,6 +308,10 @@ def make_fake_mimic_cxr(
         n_lateral: lateral (``LL``) views to write (dropped by the default view filter).
         split_fractions: train/validate/test fractions (by patient).
         progress: progress bar.
+        degrade_fraction: fraction of images given a controlled quality loss (:func:`degrade`, level uniform in
+            ``[0.5, 1]``; the report still describes every finding). Drawn from a separate generator, so the
+            phantoms, reports and splits are the same as with ``0`` (the default). Recorded per image as
+            ``degradation`` in ``phantom_truth.csv``.
     """
     from PIL import Image
     from tqdm.auto import tqdm
@@ -290,12 +320,16 @@ def make_fake_mimic_cxr(
 
     root = Path(root)
     rng = np.random.default_rng(seed)
+    q_rng = np.random.default_rng([seed, 7919])  # degradation only: the main stream is untouched
     meta, splits, chex, truth = [], [], [], []
     names = ("train", "validate", "test")
     cut = np.cumsum(split_fractions)
     for i in tqdm(range(n_images), desc="phantoms", disable=not progress):
         ph = sample_phantom(rng)
         img = render_phantom(ph, size, rng)
+        if degrade_fraction > 0 and q_rng.random() < degrade_fraction:
+            ph.degradation = float(q_rng.uniform(0.5, 1.0))
+            img = degrade(img, ph.degradation, q_rng)
         subject, study = 10_000_000 + i, 50_000_000 + i
         folder = root / "files" / f"p{str(subject)[:2]}" / f"p{subject}"
         folder.mkdir(parents=True, exist_ok=True)
@@ -319,7 +353,7 @@ def make_fake_mimic_cxr(
                          "Rows": size, "Columns": size})  # fmt: skip
             splits.append({"dicom_id": dicom_id, "study_id": study, "subject_id": subject, "split": split})
             truth.append({"dicom_id": dicom_id, **{f: int(ph.present[f]) for f in FINDINGS}, "ctr": round(ph.ctr, 4),
-                          "sides": json.dumps(ph.side), "hedged": json.dumps(ph.hedged)})  # fmt: skip
+                          "sides": json.dumps(ph.side), "hedged": json.dumps(ph.hedged), "degradation": round(ph.degradation, 4)})  # fmt: skip
         chex.append({"subject_id": subject, "study_id": study, **labels})
     pd.DataFrame(meta).to_csv(root / "mimic-cxr-2.0.0-metadata.csv", index=False)
     pd.DataFrame(splits).to_csv(root / "mimic-cxr-2.0.0-split.csv", index=False)

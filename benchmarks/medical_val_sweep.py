@@ -1,0 +1,98 @@
+"""Validation-split sweep of the medical demo's pretraining choices (never reads the test split).
+
+Pretrains one demo variant per configuration on the phantom train split (same data, seed and evaluation suite as
+``vlp demo medical``) and reports, on the ``validate`` split only: zero-shot macro AUROC for every prompt set of
+:mod:`vlp_medical.prompts` (single and ensembled), ProbMed's uncertainty-vs-wrong-top-1 AUROC and the pretraining
+seconds. One JSON line per configuration (appended to ``--out``).
+
+    uv run python benchmarks/medical_val_sweep.py --data /tmp/medexp/data --configs clip_base probmed_base
+    uv run python benchmarks/medical_val_sweep.py --list
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+# name -> (method, pretrain kwargs, text tower kwargs beyond the demo's frozen MiniLM)
+CONFIGS: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {
+    "clip_base": ("clip", {}, {}),
+    "probmed_atten0.5": ("probmed", {"attenuation_weight": 0.5}, {}),
+    "probmed_atten2": ("probmed", {"attenuation_weight": 2.0}, {}),
+    "probmed_logvar_lr10": (
+        "probmed",
+        {"lr_multipliers": {"towers.image.head.logvar": 10.0, "towers.text.head.logvar": 10.0}},
+        {},
+    ),
+    "make_base": ("make", {}, {}),
+    "probmed_base": ("probmed", {}, {}),
+    "clip_steps200": ("clip", {"steps": 200}, {}),
+    "clip_lr1e-3": ("clip", {"lr": 1e-3}, {}),
+    "clip_mlp": ("clip", {}, {"proj": "mlp"}),
+    "clip_unfreeze1": ("clip", {"lr_multipliers": {"towers.text.encoder": 0.05}}, {"unfreeze_last_n": 1}),
+    "clip_unfreeze2": ("clip", {"lr_multipliers": {"towers.text.encoder": 0.05}}, {"unfreeze_last_n": 2}),
+    "clip_96px": ("clip", {"image_size": 96}, {}),
+    "clip_batch32": ("clip", {"batch_size": 32}, {}),
+}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--data", default="/tmp/medexp/data")
+    ap.add_argument("--configs", nargs="*", default=["clip_base"])
+    ap.add_argument("--out", default="/tmp/medexp/val_sweep.jsonl")
+    ap.add_argument("--steps", type=int, default=100)
+    ap.add_argument("--list", action="store_true")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--clean", action="store_true", help="phantom data without degraded images (the demo's, v1)")
+    ap.add_argument("--text-cache", default="/tmp/medexp/text_cache.pt", help="frozen MiniLM outputs, reused")
+    args = ap.parse_args()
+    if args.list:
+        print("\n".join(CONFIGS))
+        return
+    import vlp_medical.demo as demo
+    from vlp_medical.bench import load_index
+    from vlp_medical.demo import (
+        DEMO_SCALES,
+        demo_suite,
+        prepare_demo_data,
+        pretrain,
+        validation_metrics,
+        warm_text_tower,
+    )
+
+    if not args.clean:  # 20 % degraded phantoms (the sweep's "v2" data)
+        demo.DATA_VERSION, demo.DEGRADE_FRACTION = "v2", 0.2
+    cfg = DEMO_SCALES["small"]
+    torch.set_num_threads(args.threads)
+    root = prepare_demo_data(Path(args.data), cfg["n_images"], 0, False)
+    index = load_index(demo_suite(root, cfg["image_size"]))
+    cache = Path(args.text_cache)
+    frozen = warm_text_tower(index, preload=torch.load(cache) if cache.is_file() else None)
+    if not cache.is_file():
+        torch.save(frozen._cache, cache)
+    for name in args.configs:
+        method, kw, text_kw = CONFIGS[name]
+        run = {"steps": args.steps, "batch_size": cfg["batch_size"], "image_size": cfg["image_size"], **kw}
+        text = frozen
+        if text_kw:
+            from vlp_core.towers import TextTower
+
+            text = TextTower(embed_dim=128, max_length=96, freeze=True, **text_kw)
+        t = time.perf_counter()
+        model = pretrain(method, index, text, seed=0, arch=cfg["arch"], **run)
+        seconds = time.perf_counter() - t
+        res = {"config": name, "method": method, **{k: v for k, v in run.items()}, "text": text_kw,
+               "pretrain_s": round(seconds, 1), **validation_metrics(model, index, run["image_size"])}  # fmt: skip
+        print(json.dumps(res), flush=True)
+        with open(args.out, "a") as fh:
+            fh.write(json.dumps(res) + "\n")
+
+
+if __name__ == "__main__":
+    main()
