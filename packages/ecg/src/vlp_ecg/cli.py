@@ -297,19 +297,10 @@ def ablate(
         seed: seed.
         data_dir: cache for the generated data (default: core's demo cache).
     """
-    import pandas as pd
-
     from vlp_ecg.demo import run_ablation
-    from vlp_ecg.eval import format_suite
 
-    store = store or _demo_store(n_records, seed, data_dir)
-    rows = run_ablation(store, max_steps=max_steps, seed=seed)
-    table = format_suite(rows)
-    Path(out).mkdir(parents=True, exist_ok=True)
-    (Path(out) / "ablation.md").write_text(table + "\n")
-    pd.DataFrame(rows).to_csv(Path(out) / "ablation.csv", index=False)
-    print(table)
-    return rows
+    rows = run_ablation(store or _demo_store(n_records, seed, data_dir), max_steps=max_steps, seed=seed)
+    return _write_suite(rows, out, "ablation")
 
 
 def text_study(
@@ -331,17 +322,22 @@ def text_study(
         seed: seed.
         data_dir: cache for the generated data (default: core's demo cache).
     """
+    from vlp_ecg.demo import run_text_study
+
+    rows = run_text_study(store or _demo_store(n_records, seed, data_dir), max_steps=max_steps, seed=seed)
+    return _write_suite(rows, out, "text_study")
+
+
+def _write_suite(rows: list[dict], out: str, name: str) -> list[dict]:
+    """Print a study's rows as one table and write ``<name>.md`` and ``<name>.csv`` under ``out``."""
     import pandas as pd
 
-    from vlp_ecg.demo import run_text_study
     from vlp_ecg.eval import format_suite
 
-    store = store or _demo_store(n_records, seed, data_dir)
-    rows = run_text_study(store, max_steps=max_steps, seed=seed)
     table = format_suite(rows)
     Path(out).mkdir(parents=True, exist_ok=True)
-    (Path(out) / "text_study.md").write_text(table + "\n")
-    pd.DataFrame(rows).to_csv(Path(out) / "text_study.csv", index=False)
+    (Path(out) / f"{name}.md").write_text(table + "\n")
+    pd.DataFrame(rows).to_csv(Path(out) / f"{name}.csv", index=False)
     print(table)
     return rows
 
