@@ -5,7 +5,7 @@ Pretrains one demo variant per configuration on the phantom train split (same da
 :mod:`vlp_medical.prompts` (single and ensembled), ProbMed's uncertainty-vs-wrong-top-1 AUROC and the pretraining
 seconds. One JSON line per configuration (appended to ``--out``).
 
-    uv run python benchmarks/medical_val_sweep.py --data /tmp/medexp/data --configs clip_base probmed_base
+    uv run python benchmarks/medical_val_sweep.py --data runs/medical-sweep/data --configs clip_base probmed_base
     uv run python benchmarks/medical_val_sweep.py --list
 """
 
@@ -43,14 +43,14 @@ CONFIGS: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--data", default="/tmp/medexp/data")
+    ap.add_argument("--data", default="runs/medical-sweep/data")
     ap.add_argument("--configs", nargs="*", default=["clip_base"])
-    ap.add_argument("--out", default="/tmp/medexp/val_sweep.jsonl")
+    ap.add_argument("--out", default="runs/medical-sweep/val_sweep.jsonl")
     ap.add_argument("--steps", type=int, default=100)
     ap.add_argument("--list", action="store_true")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--clean", action="store_true", help="phantom data without degraded images (the demo's, v1)")
-    ap.add_argument("--text-cache", default="/tmp/medexp/text_cache.pt", help="frozen MiniLM outputs, reused")
+    ap.add_argument("--text-cache", default="runs/medical-sweep/text_cache.pt", help="frozen MiniLM outputs, reused")
     args = ap.parse_args()
     if args.list:
         print("\n".join(CONFIGS))
@@ -73,8 +73,9 @@ def main() -> None:
     root = prepare_demo_data(Path(args.data), cfg["n_images"], 0, False)
     index = load_index(demo_suite(root, cfg["image_size"]))
     cache = Path(args.text_cache)
-    frozen = warm_text_tower(index, preload=torch.load(cache) if cache.is_file() else None)
+    frozen = warm_text_tower(index, preload=torch.load(cache, weights_only=True) if cache.is_file() else None)
     if not cache.is_file():
+        cache.parent.mkdir(parents=True, exist_ok=True)
         torch.save(frozen._cache, cache)
     for name in args.configs:
         method, kw, text_kw = CONFIGS[name]
@@ -90,6 +91,7 @@ def main() -> None:
         res = {"config": name, "method": method, **{k: v for k, v in run.items()}, "text": text_kw,
                "pretrain_s": round(seconds, 1), **validation_metrics(model, index, run["image_size"])}  # fmt: skip
         print(json.dumps(res), flush=True)
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         with open(args.out, "a") as fh:
             fh.write(json.dumps(res) + "\n")
 
