@@ -156,6 +156,11 @@ class HecVLObjective(nn.Module):
         dtw_weight: weight of the PeskaVLP term (0 = HecVL only).
         dtw_levels: where the DTW term applies: ``video`` (frames ↔ phase summaries), ``phase`` (frames ↔ clips).
         dtw: the procedure loss.
+        dtw_space: embedding space of the DTW terms. ``None`` (default): each term in its own level's space (``video``:
+            frames ↔ phase summaries through the video projections; ``phase``: frames ↔ child narrations through the
+            phase projections). A level name (e.g. ``"clip"``) runs both terms through that level's projections, so a
+            clip-level-only model (``weights`` zero above the clip level) gets the DTW term in the space its clip
+            InfoNCE trains and zero-shot uses — the demo's "clip-level InfoNCE alone vs + DTW" ablation.
         shuffle_pairs: control: pair every visual segment with a random other text of its level.
         ssl_weight: weight of the PeskaVLP visual self-supervision (0 = off): up to ``ssl_max_clips`` narrated clips
             of the batch get two random views each (:func:`vlp_surgical.augment.augment_frames`: resized crop,
@@ -181,6 +186,7 @@ class HecVLObjective(nn.Module):
         dtw_weight: float = 1.0,
         dtw_levels: tuple[str, ...] = ("video", "phase"),
         dtw: ProcedureDTWLoss | None = None,
+        dtw_space: str | None = None,
         shuffle_pairs: bool = False,
         seed: int = 0,
         ssl_weight: float = 0.0,
@@ -202,6 +208,9 @@ class HecVLObjective(nn.Module):
         self.weights = {"clip": 1.0, "phase": 1.0, "phase_children": 0.5, "video": 0.5, **(weights or {})}
         self.clip_losses = nn.ModuleDict({k: ClipLoss() for k in self.weights})
         self.dtw_weight, self.dtw_levels = dtw_weight, tuple(dtw_levels)
+        if dtw_space is not None and dtw_space not in HecVL.levels:
+            raise ValueError(f"dtw_space must be None or one of {HecVL.levels}, got {dtw_space!r}")
+        self.dtw_space = dtw_space
         self.dtw = dtw or ProcedureDTWLoss()
         self.shuffle_pairs = shuffle_pairs
         self.generator = torch.Generator().manual_seed(seed)
@@ -277,7 +286,8 @@ class HecVLObjective(nn.Module):
         children = batch["phase_children"]
         counts = [len(c) for c in children]
         has = torch.tensor([c > 0 for c in counts])
-        child_emb = model.encode_text(self._texts([t for c in children for t in c]), "phase") if sum(counts) else None
+        child_texts = self._texts([t for c in children for t in c])
+        child_emb = model.encode_text(child_texts, "phase") if sum(counts) else None
         if child_emb is not None and int(has.sum()) >= 2:
             padded, cmask = _pad_lists(child_emb, counts)
             mean_child = (padded * cmask[..., None]).sum(1) / cmask.sum(1, keepdim=True).clamp_min(1)
@@ -298,15 +308,18 @@ class HecVLObjective(nn.Module):
         # PeskaVLP procedure alignment.
         if self.dtw_weight > 0:
             dtw_terms = []
+            space = self.dtw_space or "video"
             if "video" in self.dtw_levels:
-                steps = model.encode_text(self._texts(batch["phase_texts"]), "video")
+                steps = model.encode_text(self._texts(batch["phase_texts"]), space)
                 texts, tmask = _pad_lists(steps, batch["video_n_phases"])
-                r = self.dtw(model.vis_proj["video"](video_frames), video_mask, texts, tmask)
+                r = self.dtw(model.vis_proj[space](video_frames), video_mask, texts, tmask)
                 out["dtw_video"], out["dtw_video_gap"] = r["loss"], r["dtw_gap"]
                 dtw_terms.append(r["loss"])
             if "phase" in self.dtw_levels and child_emb is not None:
-                texts, tmask = _pad_lists(child_emb, counts)
-                r = self.dtw(model.vis_proj["phase"](phase_frames), phase_mask, texts, tmask)
+                space = self.dtw_space or "phase"
+                emb = child_emb if space == "phase" else model.encode_text(child_texts, space)
+                texts, tmask = _pad_lists(emb, counts)
+                r = self.dtw(model.vis_proj[space](phase_frames), phase_mask, texts, tmask)
                 out["dtw_phase"], out["dtw_phase_gap"] = r["loss"], r["dtw_gap"]
                 dtw_terms.append(r["loss"])
             if dtw_terms:
