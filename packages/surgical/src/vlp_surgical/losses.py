@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from vlp_core.losses import MultiPositiveClipLoss
+from vlp_core.losses import MultiPositiveClipLoss, dist_info, gather_variable, global_mean
 from vlp_surgical.dtw import soft_dtw
 
 __all__ = [
@@ -128,9 +128,12 @@ class ProcedureDTWLoss(nn.Module):
     def forward(self, frames: Tensor, frame_mask: Tensor, texts: Tensor, text_mask: Tensor) -> dict[str, Tensor]:
         frame_len, text_len = frame_mask.sum(1), text_mask.sum(1)
         keep = (text_len >= 2) & (frame_len >= 1)
+        rank, world = dist_info()
+        zero = frames.sum() * 0.0
         if not bool(keep.any()):
-            zero = frames.sum() * 0.0
-            return {"loss": zero, "dtw_pos": zero.detach(), "dtw_gap": zero.detach()}
+            # Under torch.distributed this rank still joins the global mean (other ranks may have samples).
+            loss = global_mean(zero, torch.zeros(()), rank, world) if world > 1 else zero
+            return {"loss": loss, "dtw_pos": zero.detach(), "dtw_gap": zero.detach()}
         frames, texts, frame_len, text_len = frames[keep], texts[keep], frame_len[keep], text_len[keep]
         a = self.dtw(frames, frame_len, texts, text_len)
         hinge, gaps = [], []
@@ -138,23 +141,41 @@ class ProcedureDTWLoss(nn.Module):
             perm = negative_orders(text_len, kind, self.generator)
             neg = torch.gather(texts, 1, perm[..., None].expand_as(texts))
             b = self.dtw(frames, frame_len, neg, text_len)
-            hinge.append(F.relu(a - b + self.margin).mean())
+            hinge.append(F.relu(a - b + self.margin).sum())
             gaps.append((b - a).detach().mean())
-        loss = torch.stack(hinge).mean() + self.positive_weight * a.mean()
+        # Sums over this rank's samples, divided by the number of samples on all ranks: under DDP the averaged
+        # loss and gradients equal the single-process mean over the concatenated batch.
+        local = torch.stack(hinge).mean() + self.positive_weight * a.sum()
+        loss = global_mean(local, keep.sum(), rank, world)
         return {"loss": loss, "dtw_pos": a.detach().mean(), "dtw_gap": torch.stack(gaps).mean()}
 
 
 # ------------------------------------------------------------------------------------ visual self-supervision
 def nt_xent(z1: Tensor, z2: Tensor, temperature: float = 0.1) -> Tensor:
     """SimCLR's NT-Xent between two views ``[B, D]`` (row ``i`` of both = one clip): each of the ``2B`` embeddings
-    must pick its other view among the ``2B - 1`` others (cosine / ``temperature``); mean over the ``2B`` anchors."""
-    if z1.shape != z2.shape or z1.shape[0] < 2:
+    must pick its other view among the ``2B - 1`` others (cosine / ``temperature``); mean over the ``2B`` anchors.
+
+    Under ``torch.distributed`` both views are gathered from every rank (variable sizes, with gradient) and each
+    rank scores its own anchors against all ``2 Σ_r B_r`` embeddings, so the DDP-averaged loss and gradients equal the
+    single-process loss on the concatenated batch; a rank may then hold fewer than two (even zero) items.
+    """
+    rank, world = dist_info()
+    if z1.shape != z2.shape or (world == 1 and z1.shape[0] < 2):
         raise ValueError(f"nt_xent needs two views of the same >= 2 items, got {tuple(z1.shape)} and {tuple(z2.shape)}")
     b = z1.shape[0]
-    z = F.normalize(torch.cat((z1, z2)), dim=-1)
-    logits = (z @ z.T / temperature).fill_diagonal_(float("-inf"))
-    target = torch.cat((torch.arange(b, 2 * b), torch.arange(b))).to(z.device)
-    return F.cross_entropy(logits, target)
+    q1, q2 = F.normalize(z1, dim=-1), F.normalize(z2, dim=-1)
+    all1, sizes = gather_variable(q1, rank, world)
+    all2, _ = gather_variable(q2, rank, world)
+    n, off = all1.shape[0], sum(sizes[:rank])
+    idx = torch.arange(b, device=z1.device) + off
+    own = torch.cat((idx, idx + n))  # each anchor's own column in [view 1 of all ranks; view 2 of all ranks]
+    logits = torch.cat((q1, q2)) @ torch.cat((all1, all2)).T / temperature
+    self_mask = torch.zeros_like(logits, dtype=torch.bool)
+    self_mask[torch.arange(2 * b, device=z1.device), own] = True
+    logits = logits.masked_fill(self_mask, float("-inf"))
+    target = torch.cat((idx + n, idx))
+    loss = F.cross_entropy(logits, target, reduction="sum")
+    return global_mean(loss, torch.tensor(float(2 * b)), rank, world)
 
 
 # ------------------------------------------------------------------------------------------- OphCLIP memory bank

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from vlp_core.losses import ClipLoss, MultiPositiveClipLoss
+from vlp_core.losses import MultiPositiveClipLoss, dist_info
 from vlp_surgical.augment import augment_frames
 from vlp_surgical.losses import ProcedureDTWLoss, SilentClipBank, nt_xent, retrieval_positives
 from vlp_surgical.models import HecVL
@@ -92,6 +92,20 @@ def _span(start: float, end: float, fps: float, n: int) -> tuple[int, int]:
     a = min(int(np.floor(start * fps + 1e-6)), n - 1)
     b = max(a + 1, min(n, int(np.ceil(end * fps - 1e-6))))
     return a, b
+
+
+def _paired(loss: MultiPositiveClipLoss, a: Tensor, b: Tensor) -> Tensor:
+    """Symmetric InfoNCE of row-paired ``a [n, D]`` and ``b [n, D]`` (ClipLoss; exact under DDP with ragged n)."""
+    return loss(a, b, torch.arange(a.shape[0], device=a.device))["loss"]
+
+
+def _global_counts(*counts: int, device: torch.device) -> list[int]:
+    """``counts`` summed over all ranks (one all-reduce); the local values when not distributed."""
+    if dist_info()[1] == 1:
+        return [int(c) for c in counts]
+    t = torch.tensor(counts, dtype=torch.long, device=device)
+    torch.distributed.all_reduce(t)
+    return [int(c) for c in t.tolist()]
 
 
 def build_batch(items: list[VideoItem], fps: float = 1.0) -> dict:
@@ -206,7 +220,9 @@ class HecVLObjective(nn.Module):
         self.ssl_scale = tuple(ssl_scale)
         self.view_generator = torch.Generator().manual_seed(seed + 7919)
         self.weights = {"clip": 1.0, "phase": 1.0, "phase_children": 0.5, "video": 0.5, **(weights or {})}
-        self.clip_losses = nn.ModuleDict({k: ClipLoss() for k in self.weights})
+        # MultiPositiveClipLoss with one positive per row is ClipLoss, but exact under DDP with ragged batches (ranks
+        # hold different numbers of clips / phases / videos).
+        self.clip_losses = nn.ModuleDict({k: MultiPositiveClipLoss() for k in self.weights})
         self.dtw_weight, self.dtw_levels = dtw_weight, tuple(dtw_levels)
         if dtw_space is not None and dtw_space not in HecVL.levels:
             raise ValueError(f"dtw_space must be None or one of {HecVL.levels}, got {dtw_space!r}")
@@ -244,11 +260,16 @@ class HecVLObjective(nn.Module):
             self.bank.refresh(torch.cat(embs), step)
         return int(self.bank.bank.shape[0])
 
-    def visual_ssl(self, model: HecVL, batch: dict) -> Tensor | None:
-        """NT-Xent between two augmented views of (up to ``ssl_max_clips``) clips; ``None`` with fewer than 2 clips."""
+    def visual_ssl(self, model: HecVL, batch: dict, n_global: int | None = None) -> Tensor | None:
+        """NT-Xent between two augmented views of (up to ``ssl_max_clips``) clips; ``None`` with fewer than 2 clips
+        (on all ranks together: ``n_global``, default this batch's count)."""
         seg = batch["clip_segments"]
-        if seg.shape[0] < 2:
+        if (seg.shape[0] if n_global is None else n_global) < 2:
             return None
+        if seg.shape[0] == 0:  # another rank has clips: join its gather with no views of our own
+            return nt_xent(
+                *(model.vis_proj["clip"].weight.new_zeros(0, model.config["embed_dim"]),) * 2, self.ssl_temperature
+            )
         pick = torch.randperm(seg.shape[0], generator=self.view_generator)[: self.ssl_max_clips].sort().values
         seg = seg[pick]
         lengths = (seg[:, 1] - seg[:, 0]).clamp_min(1)
@@ -274,32 +295,39 @@ class HecVLObjective(nn.Module):
         clip_pool, _, _ = model.pool_segments(feats, batch["clip_segments"])
         clip_txt = model.encode_text(self._texts(batch["clip_texts"]), "clip")
         clip_vis = model.vis_proj["clip"](clip_pool)
-        out["clip"] = self.clip_losses["clip"](clip_vis, clip_txt)["loss"]
-        if self.retrieval_weight > 0 and self.bank.bank.shape[0] > 0 and clip_vis.shape[0] >= 2:
+        children = batch["phase_children"]
+        counts = [len(c) for c in children]
+        has = torch.tensor([c > 0 for c in counts])
+        video_pool, video_frames, video_mask = model.pool_segments(feats, batch["video_segments"])
+        # Every "enough rows?" decision uses counts over all ranks, so under DDP every rank runs the same collectives.
+        g_clips, g_parents, g_videos, g_children = _global_counts(
+            clip_vis.shape[0], int(has.sum()), video_pool.shape[0], sum(counts), device=feats.device
+        )
+        out["clip"] = _paired(self.clip_losses["clip"], clip_vis, clip_txt)
+        if self.retrieval_weight > 0 and self.bank.bank.shape[0] > 0 and g_clips >= 2:
             r = retrieval_positives(clip_txt, clip_vis, self.bank, self.retrieval_loss, self.bank_weight)
             out["clip_retrieval"], out["retrieved_sim"] = r["loss"], r["retrieved_sim"]
         # Phase level: phase ↔ summary, and phase ↔ mean of its children's narrations.
         phase_pool, phase_frames, phase_mask = model.pool_segments(feats, batch["phase_segments"])
         phase_vis = model.vis_proj["phase"](phase_pool)
-        out["phase"] = self.clip_losses["phase"](phase_vis, model.encode_text(self._texts(batch["phase_texts"]),
-                                                                              "phase"))["loss"]  # fmt: skip
-        children = batch["phase_children"]
-        counts = [len(c) for c in children]
-        has = torch.tensor([c > 0 for c in counts])
+        out["phase"] = _paired(self.clip_losses["phase"], phase_vis,
+                               model.encode_text(self._texts(batch["phase_texts"]), "phase"))  # fmt: skip
         child_texts = self._texts([t for c in children for t in c])
-        child_emb = model.encode_text(child_texts, "phase") if sum(counts) else None
-        if child_emb is not None and int(has.sum()) >= 2:
+        child_emb = (
+            model.encode_text(child_texts, "phase")
+            if sum(counts)
+            else phase_vis.new_zeros(0, model.config["embed_dim"])
+        )
+        if g_parents >= 2:
             padded, cmask = _pad_lists(child_emb, counts)
             mean_child = (padded * cmask[..., None]).sum(1) / cmask.sum(1, keepdim=True).clamp_min(1)
-            out["phase_children"] = self.clip_losses["phase_children"](phase_vis[has], mean_child[has])["loss"]
+            out["phase_children"] = _paired(self.clip_losses["phase_children"], phase_vis[has], mean_child[has])
         # Video level.
-        video_pool, video_frames, video_mask = model.pool_segments(feats, batch["video_segments"])
-        if video_pool.shape[0] >= 2:
-            out["video"] = self.clip_losses["video"](model.vis_proj["video"](video_pool),
-                                                     model.encode_text(self._texts(batch["video_texts"]),
-                                                                       "video"))["loss"]  # fmt: skip
+        if g_videos >= 2:
+            out["video"] = _paired(self.clip_losses["video"], model.vis_proj["video"](video_pool),
+                                   model.encode_text(self._texts(batch["video_texts"]), "video"))  # fmt: skip
         if self.ssl_weight > 0:
-            ssl = self.visual_ssl(model, batch)
+            ssl = self.visual_ssl(model, batch, g_clips)
             if ssl is not None:
                 out["ssl"] = ssl
         extra = {"ssl": self.ssl_weight, "clip_retrieval": self.retrieval_weight, "retrieved_sim": 0.0}
@@ -315,9 +343,9 @@ class HecVLObjective(nn.Module):
                 r = self.dtw(model.vis_proj[space](video_frames), video_mask, texts, tmask)
                 out["dtw_video"], out["dtw_video_gap"] = r["loss"], r["dtw_gap"]
                 dtw_terms.append(r["loss"])
-            if "phase" in self.dtw_levels and child_emb is not None:
+            if "phase" in self.dtw_levels and g_children > 0:
                 space = self.dtw_space or "phase"
-                emb = child_emb if space == "phase" else model.encode_text(child_texts, space)
+                emb = child_emb if space == "phase" or not child_texts else model.encode_text(child_texts, space)
                 texts, tmask = _pad_lists(emb, counts)
                 r = self.dtw(model.vis_proj[space](phase_frames), phase_mask, texts, tmask)
                 out["dtw_phase"], out["dtw_phase_gap"] = r["loss"], r["dtw_gap"]
