@@ -65,6 +65,12 @@ def fit(
     checkpoint_every: int = 0,
     resume: bool = False,
     skip_bad: bool = False,
+    engine: str = "loop",
+    accelerator: str = "auto",
+    devices: int = 1,
+    num_nodes: int = 1,
+    strategy: str = "auto",
+    precision: str = "32-true",
 ) -> str:
     """Pretrain HecVL (+ PeskaVLP DTW) on a corpus root and save it with save_pretrained.
 
@@ -102,6 +108,11 @@ def fit(
         checkpoint_every: write <out>/checkpoint.pt (full training state) every this many steps; 0 = at the end only.
         resume: continue from <out>/checkpoint.pt when it exists (same weights and history as an uninterrupted run).
         skip_bad: count and skip bad narration rows.
+        engine: ``loop`` — the small single-process loop (CPU work, the demo); ``lightning`` — Lightning's Trainer
+            (GPUs, DDP on ``devices`` × ``num_nodes``, mixed precision; checkpoints ``<out>/checkpoints/last.ckpt``).
+            The objective is exact under DDP, so N devices train on a global batch of N × ``videos_per_batch``.
+        accelerator / devices / num_nodes / strategy / precision: Lightning Trainer settings (``engine=lightning``).
+            ``strategy=auto`` with more than one device means ``ddp_find_unused_parameters_true``.
     """
     from vlp_surgical.losses import ProcedureDTWLoss
     from vlp_surgical.models import HecVL
@@ -124,13 +135,57 @@ def fit(
                                ssl_max_clips=ssl_max_clips, retrieval_weight=retrieval_weight,
                                retrieval_k=retrieval_k, bank_weight=bank_weight,
                                refresh_every=refresh_every)  # fmt: skip
-    history = pretrain(model, corpus, objective, steps=steps, videos_per_batch=videos_per_batch, lr=lr,
-                       weight_decay=weight_decay, seed=seed, progress=True, checkpoint=Path(out) / "checkpoint.pt",
-                       checkpoint_every=checkpoint_every, resume=resume)  # fmt: skip
+    if engine == "lightning":
+        history = _fit_lightning(model, objective, corpus, out, steps, videos_per_batch, lr, weight_decay, seed,
+                                 checkpoint_every, resume, accelerator, devices, num_nodes, strategy, precision)  # fmt: skip
+        if history is None:  # not the global-zero rank: rank 0 writes the model
+            return out
+    elif engine == "loop":
+        history = pretrain(model, corpus, objective, steps=steps, videos_per_batch=videos_per_batch, lr=lr,
+                           weight_decay=weight_decay, seed=seed, progress=True, checkpoint=Path(out) / "checkpoint.pt",
+                           checkpoint_every=checkpoint_every, resume=resume)  # fmt: skip
+    else:
+        raise SystemExit(f"vlp-surgical fit: --engine must be loop or lightning, got {engine!r}")
     model.save_pretrained(out)
     (Path(out) / "history.json").write_text(json.dumps(history))
     print(f"final loss {history[-1]['loss']:.4f}; saved to {out}")
     return out
+
+
+def _fit_lightning(model, objective, corpus, out, steps, videos_per_batch, lr, weight_decay, seed, checkpoint_every,
+                   resume, accelerator, devices, num_nodes, strategy, precision) -> list[dict[str, float]] | None:  # fmt: skip
+    """Train with Lightning's Trainer; returns the logged history on global rank 0, ``None`` on other ranks."""
+    import lightning as L
+
+    from vlp_surgical.lightning import HecVLModule, VideoDataModule
+
+    class _History(L.Callback):
+        def __init__(self) -> None:
+            self.rows: list[dict[str, float]] = []
+
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+            logged = trainer.callback_metrics
+            self.rows.append({k.removeprefix("train/"): float(v) for k, v in logged.items() if k.startswith("train/")})
+
+    L.seed_everything(seed, workers=True, verbose=False)
+    ckpt_dir = Path(out) / "checkpoints"
+    every = checkpoint_every or steps
+    checkpointing = L.pytorch.callbacks.ModelCheckpoint(ckpt_dir, every_n_train_steps=every, save_last=True,
+                                                        save_top_k=0)  # fmt: skip
+    if strategy == "auto" and devices * num_nodes > 1:
+        strategy = "ddp_find_unused_parameters_true"
+    history = _History()
+    trainer = L.Trainer(accelerator=accelerator, devices=devices, num_nodes=num_nodes, strategy=strategy,
+                        precision=precision, max_steps=steps, use_distributed_sampler=False, gradient_clip_val=5.0,
+                        logger=False, callbacks=[checkpointing, history], default_root_dir=out,
+                        enable_model_summary=False, log_every_n_steps=1)  # fmt: skip
+    module = HecVLModule(model, objective, bank_items=corpus.items, lr=lr, weight_decay=weight_decay, steps=steps,
+                         fps=corpus.fps, seed=seed)  # fmt: skip
+    last = ckpt_dir / "last.ckpt"
+    trainer.fit(module, VideoDataModule(corpus.items, videos_per_batch, corpus.fps, seed),
+                ckpt_path=str(last) if resume and last.is_file() else None)  # fmt: skip
+    model.eval()
+    return history.rows if trainer.is_global_zero else None
 
 
 def _eval_items(
