@@ -38,6 +38,16 @@ CONFIGS: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {
     "clip_unfreeze2": ("clip", {"lr_multipliers": {"towers.text.encoder": 0.05}}, {"unfreeze_last_n": 2}),
     "clip_96px": ("clip", {"image_size": 96}, {}),
     "clip_batch32": ("clip", {"batch_size": 32}, {}),
+    "clip_steps300": ("clip", {"steps": 300}, {}),
+    "make_steps300": ("make", {"steps": 300}, {}),
+    "probmed_steps300": ("probmed", {"steps": 300}, {}),
+    "clip_steps300_96px": ("clip", {"steps": 300, "image_size": 96}, {}),
+    "probmed_steps300_lr1e-3": ("probmed", {"steps": 300, "lr": 1e-3}, {}),
+    # The text projection locked at its random init (a near-isometry of the MiniLM space) or slowed down: the image
+    # tower must meet the frozen sentence geometry, so paraphrases the reports never use stay close to them.
+    "clip_textlock": ("clip", {"lr_multipliers": {"towers.text.proj": 0.0}}, {}),
+    "clip_textlock_steps300": ("clip", {"steps": 300, "lr_multipliers": {"towers.text.proj": 0.0}}, {}),
+    "clip_text0.1_steps300": ("clip", {"steps": 300, "lr_multipliers": {"towers.text.proj": 0.1}}, {}),
 }
 
 
