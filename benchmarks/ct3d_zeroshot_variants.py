@@ -28,6 +28,8 @@ VARIANTS: dict[str, tuple[dict, dict, int]] = {
     "sentences0.8": ({}, {"sentence_prob": 0.8}, 300),
     "lr1e-3": ({"lr": 1e-3}, {"sentence_prob": 0.5}, 300),
     "steps600": ({}, {"sentence_prob": 0.5}, 600),
+    "sentences1.0": ({}, {"sentence_prob": 1.0}, 300),
+    "sentences0.8_steps600": ({}, {"sentence_prob": 0.8}, 600),
 }
 
 
