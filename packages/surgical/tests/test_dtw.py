@@ -302,3 +302,26 @@ def test_all_cells_paths_enumeration_sanity() -> None:
     # Delannoy numbers: the count of monotone paths the brute force enumerates.
     assert [len(_paths(k, k)) for k in (1, 2, 3, 4)] == [1, 3, 13, 63]
     assert len(list(itertools.islice(_paths(3, 4), 100))) == 25
+
+
+def test_numba_parallel_kernels_equal_serial(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The prange kernels (used from ``PARALLEL_MIN_CELLS`` DP cells on) give the serial kernels' values and grads."""
+    import numba
+
+    from vlp_surgical import _dtw_numba
+
+    if numba.get_num_threads() < 2:
+        pytest.skip("one numba thread: the parallel kernels are never selected here")
+    g = torch.Generator().manual_seed(5)
+    cost = torch.rand(7, 12, 10, generator=g, dtype=torch.float64)
+    xl, yl = torch.tensor([12, 3, 8, 12, 1, 5, 12]), torch.tensor([10, 10, 4, 7, 2, 1, 10])
+    out = {}
+    for name, threshold in (("serial", 1 << 62), ("parallel", 0)):
+        monkeypatch.setattr(_dtw_numba, "PARALLEL_MIN_CELLS", threshold)
+        assert _dtw_numba._parallel(int(xl @ yl)) == (name == "parallel")
+        c = cost.clone().requires_grad_(True)
+        v = soft_dtw(c, 0.1, x_lengths=xl, y_lengths=yl, relaxation="prob", backend="numba")
+        v.mul(torch.arange(1.0, 8.0, dtype=torch.float64)).sum().backward()
+        out[name] = (v.detach(), c.grad)
+    torch.testing.assert_close(out["parallel"][0], out["serial"][0], rtol=0, atol=0)
+    torch.testing.assert_close(out["parallel"][1], out["serial"][1], rtol=0, atol=0)

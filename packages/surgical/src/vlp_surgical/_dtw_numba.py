@@ -101,9 +101,10 @@ if AVAILABLE:
             _backward_one(k, r, grad, n_len, m_len, grad_out, gamma, prob)
 
 
-#: Threads only pay off for large batches: each parallel region costs a fork/join, which on a busy machine (more
-#: runnable threads than cores) can take milliseconds; below this many DP cells the kernels run on one thread.
-PARALLEL_MIN_CELLS = 1 << 20
+#: Threads only pay off for large enough batches: each parallel region costs a fork/join (tens of µs on an idle
+#: machine, milliseconds on one with more runnable threads than cores); below this many DP cells the kernels run on
+#: one thread. 2^16 measured on an idle 2-core machine: B=64, N=M=64 fwd+bwd 11.7 ms serial -> 7.6 ms parallel.
+PARALLEL_MIN_CELLS = 1 << 16
 
 
 def _parallel(cells: int) -> bool:
