@@ -61,6 +61,10 @@ def test_lightning_resume_equals_uninterrupted(corpus: ProcedureCorpus, tmp_path
     torch.testing.assert_close(resumed.objective.bank.bank, full.objective.bank.bank, rtol=1e-5, atol=1e-6)
     changed = any(not torch.equal(a, b) for a, b in zip(full.state_dict().values(), first.state_dict().values()))
     assert changed  # the last 3 steps did train
+    with pytest.raises(ValueError, match="steps=6"):  # another schedule length is refused, not silently mixed
+        _trainer(tmp_path / "d", 8, enable_checkpointing=False).fit(
+            _module(corpus, full.model.text, steps=8), VideoDataModule(corpus.items, 2, seed=0), ckpt_path=str(path)
+        )
 
 
 def test_fit_cli_lightning_engine_under_ddp(tmp_path: Path, corpus: ProcedureCorpus) -> None:

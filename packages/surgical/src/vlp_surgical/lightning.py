@@ -125,12 +125,16 @@ class HecVLModule(L.LightningModule):
             "generators": {k: g.get_state() for k, g in _generators(self.objective).items()},
             "bank": self.objective.bank.bank.detach().cpu(),
             "bank_last_refresh": int(self.objective.bank.last_refresh),
+            "steps": int(self.steps),
         }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         state = checkpoint.get("vlp_surgical")
         if state is None:
             return
+        if int(state.get("steps", self.steps)) != self.steps:
+            # The cosine schedule spans `steps`: continuing under another length would silently change it.
+            raise ValueError(f"checkpoint written for steps={state['steps']}, this run has steps={self.steps}")
         for k, g in _generators(self.objective).items():
             g.set_state(state["generators"][k])
         self.objective.bank.bank = state["bank"].to(self.objective.bank.bank.device)
