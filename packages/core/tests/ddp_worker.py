@@ -53,6 +53,9 @@ def main(rank: int, init_file: str, out_dir: str) -> None:
             }
         results.update(ragged(rank))
         torch.save(results, Path(out_dir) / f"rank{rank}.pt")
+        # Both ranks past every collective before teardown: a rank that destroys the group while the other's gloo
+        # threads still work can abort at exit ("terminate called without an active exception", seen once in CI).
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 

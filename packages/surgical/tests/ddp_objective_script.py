@@ -74,6 +74,7 @@ def run(rank: int, world: int, root: str, out: str) -> None:
                 "ref_terms": sorted(k for k in ref if not k.endswith("_gap")),
                 "ref_nt": ref_nt.detach(), "nt": nt_loss / world, "ref_nt_grads": ref_nt_grads,
                 "nt_grads": nt_grads}, Path(out) / f"rank{rank}.pt")  # fmt: skip
+    dist.barrier()  # both ranks past every collective before teardown (gloo can abort at exit otherwise)
     dist.destroy_process_group()
 
 
