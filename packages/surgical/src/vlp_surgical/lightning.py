@@ -15,14 +15,13 @@ from __future__ import annotations
 from typing import Any
 
 import lightning as L
-import numpy as np
 import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
 from vlp_core.training import PairedDataModule
 from vlp_surgical.models import HecVL
-from vlp_surgical.training import HecVLObjective, VideoItem, _generators, build_batch
+from vlp_surgical.training import HecVLObjective, VideoItem, _generators, build_batch, cosine_schedule
 
 __all__ = ["HecVLModule", "VideoDataModule"]
 
@@ -108,16 +107,12 @@ class HecVLModule(L.LightningModule):
     def configure_optimizers(self) -> Any:
         params = [p for p in self.parameters() if p.requires_grad]
         opt = torch.optim.AdamW(params, lr=self.lr, weight_decay=self.weight_decay)
-        steps = self.steps
-        sched = torch.optim.lr_scheduler.LambdaLR(
-            opt, lambda s: float(0.5 * (1 + np.cos(np.pi * min(s, steps) / steps)))
-        )  # same schedule as vlp_surgical.training.pretrain
+        sched = cosine_schedule(opt, self.steps)  # the schedule of vlp_surgical.training.pretrain
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
     def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
         super().optimizer_step(*args, **kwargs)
-        for loss in [*self.objective.clip_losses.values(), self.objective.retrieval_loss]:
-            loss.clamp_parameters()
+        self.objective.clamp_parameters()
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # Tensors and ints only: the .ckpt loads with torch.load(weights_only=True).

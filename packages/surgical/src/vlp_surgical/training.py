@@ -108,6 +108,11 @@ def _global_counts(*counts: int, device: torch.device) -> list[int]:
     return [int(c) for c in t.tolist()]
 
 
+def cosine_schedule(opt: torch.optim.Optimizer, steps: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """Per-step cosine decay from the optimiser's learning rate to 0 over ``steps`` (both training engines)."""
+    return torch.optim.lr_scheduler.LambdaLR(opt, lambda s: float(0.5 * (1 + np.cos(np.pi * min(s, steps) / steps))))
+
+
 def build_batch(items: list[VideoItem], fps: float = 1.0) -> dict:
     """Concatenate frames and turn each video's hierarchy into frame-row segments and ordered texts."""
     frames, offset = [], 0
@@ -260,6 +265,11 @@ class HecVLObjective(nn.Module):
             self.bank.refresh(torch.cat(embs), step)
         return int(self.bank.bank.shape[0])
 
+    def clamp_parameters(self) -> None:
+        """Keep every loss temperature in range (call after each optimiser step)."""
+        for loss in [*self.clip_losses.values(), self.retrieval_loss]:
+            loss.clamp_parameters()
+
     def visual_ssl(self, model: HecVL, batch: dict, n_global: int | None = None) -> Tensor | None:
         """NT-Xent between two augmented views of (up to ``ssl_max_clips``) clips; ``None`` with fewer than 2 clips
         (on all ranks together: ``n_global``, default this batch's count)."""
@@ -406,7 +416,7 @@ def pretrain(
     rng = random.Random(seed)
     params = [p for p in list(model.parameters()) + list(objective.parameters()) if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: float(0.5 * (1 + np.cos(np.pi * min(s, steps) / steps))))
+    sched = cosine_schedule(opt, steps)
     model.train()
     history: list[dict[str, float]] = []
     order: list[int] = []
@@ -460,8 +470,7 @@ def pretrain(
         torch.nn.utils.clip_grad_norm_(params, 5.0)
         opt.step()
         sched.step()
-        for loss in [*objective.clip_losses.values(), objective.retrieval_loss]:
-            loss.clamp_parameters()
+        objective.clamp_parameters()
         history.append({k: float(v.detach()) for k, v in out.items()})
         if log_every and step % log_every == 0:
             print(step, {k: round(v, 3) for k, v in history[-1].items()})
