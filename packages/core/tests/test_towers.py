@@ -57,6 +57,27 @@ def test_unfreeze_last_layers_and_tokens() -> None:
         TextTower(unfreeze_last_n=7)
 
 
+def test_sentence_mean_is_the_mean_of_unit_sentence_embeddings() -> None:
+    torch.manual_seed(0)
+    tower = TextTower(embed_dim=16, sentence_mean=True)
+    reports = ["Heart size is normal. No pleural effusion.\nSmall left pneumothorax.", "No pleural effusion."]
+    out = tower(reports)
+    assert out.embedding.shape == (2, 16) and out.tokens is None
+    assert out.extras["input_ids"].shape[0] == 2  # the whole texts' tokens, as in the default mode
+    # Brute force: each sentence on its own through the same encoder, unit-normalised, averaged, projected.
+    plain = TextTower(embed_dim=16)
+    plain.proj.load_state_dict(tower.proj.state_dict())
+    sents = ["Heart size is normal", "No pleural effusion", "Small left pneumothorax"]
+    unit = torch.nn.functional.normalize(plain.encode_hidden(sents)[0], dim=-1)
+    torch.testing.assert_close(out.embedding[0], plain.proj(unit.mean(0, keepdim=True))[0], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(out.embedding[1], plain.proj(unit[1:2])[0], rtol=1e-5, atol=1e-5)
+    # Not the whole-text embedding (a bug that ignored the option would give this).
+    assert not torch.allclose(out.embedding[0], plain(reports[:1]).embedding[0], atol=1e-3)
+    assert tower.cache_size == 3  # sentences are cached one by one; the repeated one once
+    with pytest.raises(ValueError, match="token"):
+        TextTower(sentence_mean=True, cache_tokens=True)
+
+
 def test_text_tower_bad_input(frozen: TextTower) -> None:
     with pytest.raises(ValueError, match="empty"):
         frozen(["fine", "   "])

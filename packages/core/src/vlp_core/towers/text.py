@@ -81,6 +81,11 @@ class TextTower(Tower):
         unfreeze_last_n: with ``freeze=True``, train the last ``n`` transformer blocks anyway.
         cache_embeddings: cache encoder outputs when the encoder is fully frozen.
         cache_tokens: also cache token states ``[L, H]`` per text (memory heavy; needed only for token losses).
+        sentence_mean: embed a multi-sentence text as the mean of its sentences' unit-normalised pooled
+            embeddings (sentences split by :func:`vlp_core.text.split_sentences`, each encoded and cached on its
+            own) instead of one pass over the whole text. A report then becomes the average of its statements,
+            the space a one-sentence zero-shot prompt lives in, and no finding is lost to ``max_length``
+            truncation. Token outputs are not available in this mode (``tokens`` is ``None``).
 
     Shapes:
         ``forward(texts: list[str])`` returns ``embedding [B, D]``, ``tokens [B, L, D]``, ``mask [B, L]``,
@@ -98,10 +103,13 @@ class TextTower(Tower):
         unfreeze_last_n: int = 0,
         cache_embeddings: bool = True,
         cache_tokens: bool = False,
+        sentence_mean: bool = False,
     ) -> None:
         super().__init__()
         from transformers import AutoModel, AutoTokenizer
 
+        if sentence_mean and cache_tokens:
+            raise ValueError("sentence_mean pools sentence embeddings; it has no token outputs to cache")
         if pooling not in ("mean", "cls"):
             raise ValueError(f"pooling must be 'mean' or 'cls', got {pooling!r}")
         if max_length < 2:
@@ -132,6 +140,7 @@ class TextTower(Tower):
             self.encoder.pooler = None
         self.cache_embeddings = cache_embeddings and self.encoder_frozen
         self.cache_tokens = cache_tokens
+        self.sentence_mean = sentence_mean
         self._cache: dict[str, tuple[Tensor, Tensor | None, Tensor]] = {}
 
     # A frozen encoder stays in eval mode (no dropout) even while the rest of the model trains.
@@ -214,7 +223,29 @@ class TextTower(Tower):
     def _key(self, text: str) -> str:
         return f"{self._fingerprint}|{text}"
 
+    def _sentence_mean(self, texts: Sequence[str]) -> tuple[Tensor, Tensor, Tensor]:
+        """``pooled [B, H]`` = mean of each text's unit sentence embeddings, plus the whole texts' token ids/mask."""
+        from vlp_core.text import split_sentences
+
+        _check_texts(texts)
+        parts = [split_sentences(t) or [t] for t in texts]
+        flat = [s for p in parts for s in p]
+        # Encode the unique sentences in blocks (a batch of reports repeats "No effusion." many times).
+        unique = list(dict.fromkeys(flat))
+        pos = {s: i for i, s in enumerate(unique)}
+        pooled = torch.cat([self.encode_hidden(unique[i : i + 256])[0] for i in range(0, len(unique), 256)])
+        pooled = nn.functional.normalize(pooled, dim=-1)
+        owner = torch.repeat_interleave(torch.arange(len(texts)), torch.tensor([len(p) for p in parts]))
+        rows = pooled[torch.tensor([pos[s] for s in flat], device=pooled.device)]
+        summed = pooled.new_zeros(len(texts), pooled.shape[1]).index_add_(0, owner.to(pooled.device), rows)
+        mean = summed / torch.tensor([len(p) for p in parts], device=pooled.device, dtype=pooled.dtype)[:, None]
+        enc = self.tokenize(texts)
+        return mean, enc["input_ids"].to(pooled.device), enc["attention_mask"].to(pooled.device)
+
     def forward(self, texts: Sequence[str]) -> TowerOutput:
+        if self.sentence_mean:
+            pooled, ids, att = self._sentence_mean(texts)
+            return TowerOutput(self.proj(pooled), None, None, extras={"input_ids": ids, "attention_mask": att})
         pooled, hidden, ids, att = self.encode_hidden(texts)
         emb = self.proj(pooled)
         tokens = self.proj(hidden) if hidden is not None else None
