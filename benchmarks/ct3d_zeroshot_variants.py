@@ -30,6 +30,18 @@ VARIANTS: dict[str, tuple[dict, dict, int]] = {
     "steps600": ({}, {"sentence_prob": 0.5}, 600),
     "sentences1.0": ({}, {"sentence_prob": 1.0}, 300),
     "sentences0.8_steps600": ({}, {"sentence_prob": 0.8}, 600),
+    # Sentence-level multi-positive term beside the report-level InfoNCE (identical sentences = positives).
+    "sentmp1": ({"sentence_weight": 1.0}, {"sentence_prob": 0.5, "sentences": True}, 300),
+    "sentmp1_reports": ({"sentence_weight": 1.0}, {"sentence_prob": 0.0, "sentences": True}, 300),
+    "sentmean": ({"text_sentence_mean": True}, {"sentence_prob": 0.5}, 300),
+    "sentmean_nosample": ({"text_sentence_mean": True}, {}, 300),
+    "sentmean_sentmp3": (
+        {"text_sentence_mean": True, "sentence_weight": 3.0},
+        {"sentence_prob": 0.5, "sentences": True},
+        300,
+    ),
+    "wide": ({"widths": (32, 64, 128)}, {"sentence_prob": 0.5}, 300),
+    "sentmp3": ({"sentence_weight": 3.0}, {"sentence_prob": 0.5, "sentences": True}, 300),
 }
 
 
@@ -71,11 +83,13 @@ def main() -> None:
         wall = time.perf_counter() - t0
         feats = {name: encode_volumes(clip, VolumeTextSet(x[val_i], [texts[i] for i in val_i], y[val_i]))}
         rows = _zeroshot_rows({name: clip}, feats, prompt_sets)
-        results[name] = {r["prompts"]: round(r["macro AUROC"], 4) for r in rows} | {"steps": steps,
-                                                                                  "train s": round(wall, 1)}  # fmt: skip
+        key = name if args.seed == 0 else f"{name}@seed{args.seed}"
+        per_class = {f"{r['prompts']} {c}": round(r[c], 3) for r in rows for c in DEMO_CLASSES if c in r}
+        results[key] = {r["prompts"]: round(r["macro AUROC"], 4) for r in rows} | {"steps": steps,
+                                                                                 "train s": round(wall, 1)}  # fmt: skip
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(results, indent=2))
-        print(name, results[name], flush=True)
+        print(key, results[key], per_class, flush=True)
     print(f"- {env_line()}\n- reproduce: `{repro_command()}`\n- train {len(fit_i)} / validation {len(val_i)} "
           "phantoms (patient-level split of the demo's train split)\n")  # fmt: skip
     print(markdown_table(["variant", "steps", "val AUROC class-name", "val AUROC disjoint", "train s"],

@@ -97,3 +97,30 @@ def test_build_ct_clip_text_options_reach_the_text_tower() -> None:
     trainable = {n.split(".")[2] for n, p in tuned.encoder.named_parameters() if p.requires_grad and ".layer." in n}
     n_blocks = tuned.encoder.config.num_hidden_layers
     assert trainable == {str(n_blocks - 1)}  # the last MiniLM block only
+
+
+def test_sentence_term_treats_shared_sentences_as_positives_and_trains() -> None:
+    from vlp_core.data import collate_batch
+    from vlp_ct3d.models import build_ct_clip
+    from vlp_ct3d.train import VolumeTextSet, fit_clip
+
+    x = torch.rand(4, 1, 8, 8, 8)
+    texts = ["Findings: Heart size is normal. No effusion. Impression: Normal.",
+             "Findings: The heart is enlarged. No effusion. Impression: Cardiomegaly.",
+             "Findings: Heart size is normal. Left pleural effusion. Impression: Effusion.",
+             "Findings: The heart is enlarged. Left pleural effusion. Impression: Both."]  # fmt: skip
+    ds = VolumeTextSet(x, texts, torch.zeros(4, 2), sentences=True)
+    batch = collate_batch([ds[i] for i in range(4)])
+    assert batch["sentences"][:3] == ["Heart size is normal.", "No effusion.", "Normal."]
+    assert batch["sentences_owner"].tolist() == [0, 0, 0, 1, 1, 1, 2, 2, 2, 3, 3, 3]
+    ids = batch["sentences_ids"]
+    assert ids[1] == ids[4] and ids[0] == ids[6] and ids[0] != ids[3]  # equal sentences, equal ids
+    assert set(ds.all_texts()) >= set(batch["sentences"])  # the frozen tower's cache is filled with them
+    clip = build_ct_clip(volume_tower="conv", embed_dim=8, widths=(4, 8), seed=0, sentence_weight=2.0,
+                         text_sentence_mean=True, max_steps=2)  # fmt: skip
+    assert [t.name for t in clip.losses] == ["clip", "sentences"] and clip.losses[1].weight == 2.0
+    assert clip.towers["text"].sentence_mean
+    before = next(iter(clip.towers["image"].parameters())).detach().clone()
+    fit_clip(clip, VolumeTextSet(x, texts, torch.zeros(4, 2), sentences=True), max_steps=2, batch_size=4)
+    after = next(iter(clip.towers["image"].parameters())).detach()
+    assert not torch.equal(before, after)

@@ -242,9 +242,10 @@ class CTTextTower(TextTower):
         unfreeze_last_n: int = 0,
         cache_embeddings: bool = True,
         cache_tokens: bool = False,
+        sentence_mean: bool = False,
     ) -> None:
         super().__init__(model_path, embed_dim, proj, pooling, max_length, freeze, unfreeze_last_n,
-                         cache_embeddings, cache_tokens)  # fmt: skip
+                         cache_embeddings, cache_tokens, sentence_mean)  # fmt: skip
         self._checked: set[str] = set()
 
     def tokenize(self, texts: Sequence[str]) -> dict[str, Tensor]:
@@ -296,16 +297,23 @@ def build_ct_clip(
     seed: int | None = None,
     text_proj: str = "linear",
     text_unfreeze_last_n: int = 0,
+    sentence_weight: float = 0.0,
+    text_sentence_mean: bool = False,
 ) -> Any:
     """A CT–report CLIP: volume tower (``"resnet"`` / ``"vit"`` / ``"conv"``) + frozen MiniLM text tower with a
     trained projection + symmetric InfoNCE (``loss="clip"``) or SigLIP (``"siglip"``), through core's Pretrainer.
 
     ``text_proj`` (``"linear"`` / ``"mlp"``) is the text projection head; ``text_unfreeze_last_n`` trains the last n
-    MiniLM blocks (0 = frozen encoder with cached embeddings).
+    MiniLM blocks (0 = frozen encoder with cached embeddings). ``sentence_weight`` > 0 adds a sentence-level term:
+    a multi-positive InfoNCE (core :class:`~vlp_core.losses.MultiPositiveClipLoss`) between each volume and every
+    sentence of its own report (batch ``"sentences"`` + ``"sentences_owner"`` + ``"sentences_ids"``, as
+    :class:`~vlp_ct3d.train.VolumeTextSet` with ``sentences=True`` gives them); identical sentences of other reports
+    ("No pleural effusion.") are positives too, never negatives. ``text_sentence_mean`` embeds a report as the mean
+    of its sentence embeddings (core ``TextTower(sentence_mean=True)``).
 
     Batches: ``{"image": [B, 1, D, H, W], "text": list[str]}``.
     """
-    from vlp_core.losses import ClipLoss, SigLipLoss
+    from vlp_core.losses import ClipLoss, MultiPositiveClipLoss, SigLipLoss
     from vlp_core.training import LossTerm, Pretrainer
 
     if seed is not None:
@@ -321,8 +329,14 @@ def build_ct_clip(
     else:
         raise ValueError(f"volume_tower must be 'resnet', 'vit' or 'conv', got {volume_tower!r}")
     text = CTTextTower(model_path=text_model_path, embed_dim=embed_dim, max_length=text_max_length, proj=text_proj,
-                       unfreeze_last_n=text_unfreeze_last_n)  # fmt: skip
+                       unfreeze_last_n=text_unfreeze_last_n, sentence_mean=text_sentence_mean)  # fmt: skip
     loss_fn = {"clip": ClipLoss, "siglip": SigLipLoss}[loss]()
-    return Pretrainer(towers={"image": image, "text": text}, losses=[LossTerm("clip", loss_fn, inputs=("image", "text"))],
-                      lr=lr, weight_decay=weight_decay, warmup_steps=warmup_steps, max_steps=max_steps,
+    terms = [LossTerm("clip", loss_fn, inputs=("image", "text"))]
+    routes = {"image": "image", "text": "text"}
+    if sentence_weight > 0:
+        terms.append(LossTerm("sentences", MultiPositiveClipLoss(), weight=sentence_weight,
+                              inputs={"a": "image", "b": "sentences", "pos": "batch:sentences_owner",
+                                      "ids": "batch:sentences_ids"}))  # fmt: skip
+        routes["sentences"] = "text"
+    return Pretrainer(towers={"image": image, "text": text}, losses=terms, inputs=routes, lr=lr, weight_decay=weight_decay, warmup_steps=warmup_steps, max_steps=max_steps,
                       gradient_checkpointing=gradient_checkpointing)  # fmt: skip

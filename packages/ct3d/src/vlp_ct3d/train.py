@@ -32,6 +32,8 @@ class VolumeTextSet(torch.utils.data.Dataset):
         shuffle_pairs: pair each volume with another volume's report (the shuffled-pair control).
         sentence_prob: probability of replacing the report by one of its sentences (text augmentation that ties
             each finding sentence, positive or negated, to the volume; training only).
+        sentences: also return every sentence of the report as ``"sentences"`` (``list[str]``), for the
+            sentence-level multi-positive term of :func:`vlp_ct3d.models.build_ct_clip` (``sentence_weight``).
         seed: seed.
     """
 
@@ -45,6 +47,7 @@ class VolumeTextSet(torch.utils.data.Dataset):
         noise: float = 0.01,
         shuffle_pairs: bool = False,
         sentence_prob: float = 0.0,
+        sentences: bool = False,
         seed: int = 0,
     ) -> None:
         self.images, self.labels = images, labels
@@ -54,6 +57,7 @@ class VolumeTextSet(torch.utils.data.Dataset):
             self.texts = [self.texts[i] for i in perm]
         self.augment, self.shift, self.noise, self.seed = augment, shift, noise, seed
         self.sentence_prob = sentence_prob
+        self.return_sentences = sentences
         self.sentences = [report_sentences(t) for t in self.texts]
         self.epoch = 0
 
@@ -79,12 +83,15 @@ class VolumeTextSet(torch.utils.data.Dataset):
                 x = pad[:, o[0] : o[0] + d, o[1] : o[1] + h, o[2] : o[2] + w]
             if self.noise:
                 x = x + self.noise * torch.randn(x.shape, generator=g)
-        return {"image": x, "text": text, "labels": self.labels[i]}
+        out = {"image": x, "text": text, "labels": self.labels[i]}
+        if self.return_sentences:
+            out["sentences"] = list(self.sentences[i]) or [self.texts[i]]
+        return out
 
     def all_texts(self) -> list[str]:
         """Every text this set can return (reports and, with sentence sampling, their sentences)."""
         out = set(self.texts)
-        if self.sentence_prob > 0:
+        if self.sentence_prob > 0 or self.return_sentences:
             out.update(s for sents in self.sentences for s in sents)
         return sorted(out)
 
@@ -131,7 +138,7 @@ def fit_clip(
     """Fit a CLIP ``Pretrainer`` for ``max_steps`` optimiser steps on CPU/GPU with Lightning."""
     import lightning as L
 
-    from vlp_ct3d.ctrate import collate_volumes
+    from vlp_core.data import collate_batch
 
     L.seed_everything(seed, workers=True, verbose=False)
     texts = train.all_texts()
@@ -144,9 +151,10 @@ def fit_clip(
             train.epoch = trainer.current_epoch
 
     g = torch.Generator().manual_seed(seed)
+    keys = ("image", "text", "sentences", "sentences_owner", "sentences_ids")
     loader = torch.utils.data.DataLoader(train, batch_size=batch_size, shuffle=True, drop_last=True, generator=g,
-                                         collate_fn=lambda b: {k: v for k, v in collate_volumes(b).items()
-                                                               if k in ("image", "text")}, num_workers=num_workers)  # fmt: skip
+                                         collate_fn=lambda b: {k: v for k, v in collate_batch(b).items() if k in keys},
+                                         num_workers=num_workers)  # fmt: skip
     trainer = L.Trainer(accelerator="auto", devices=1, max_steps=max_steps, max_epochs=-1, logger=False,
                         enable_checkpointing=False, enable_progress_bar=progress, enable_model_summary=False,
                         num_sanity_val_steps=0, limit_val_batches=0, callbacks=[_Epochs()])  # fmt: skip
