@@ -48,6 +48,27 @@ CONFIGS: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {
     "clip_textlock": ("clip", {"lr_multipliers": {"towers.text.proj": 0.0}}, {}),
     "clip_textlock_steps300": ("clip", {"steps": 300, "lr_multipliers": {"towers.text.proj": 0.0}}, {}),
     "clip_text0.1_steps300": ("clip", {"steps": 300, "lr_multipliers": {"towers.text.proj": 0.1}}, {}),
+    # A sentence-level multi-positive term beside the report-level loss (build_model(sentence_weight=...)).
+    "clip_sent0.5": ("clip", {"sentence_weight": 0.5}, {}),
+    "clip_sent1": ("clip", {"sentence_weight": 1.0}, {}),
+    "clip_sent2": ("clip", {"sentence_weight": 2.0}, {}),
+    "probmed_sent1": ("probmed", {"sentence_weight": 1.0}, {}),
+    "probmed_sent1_atten0.5": ("probmed", {"sentence_weight": 1.0, "attenuation_weight": 0.5}, {}),
+    "probmed_sent1_atten2": ("probmed", {"sentence_weight": 1.0, "attenuation_weight": 2.0}, {}),
+    "probmed_sent1_atten2_lv3": (
+        "probmed",
+        {
+            "sentence_weight": 1.0,
+            "attenuation_weight": 2.0,
+            "lr_multipliers": {"towers.image.head.logvar": 3.0, "towers.text.head.logvar": 3.0},
+        },
+        {},
+    ),
+    # Reports embedded as the mean of their sentence embeddings (core TextTower(sentence_mean=True)).
+    "clip_sentmean": ("clip", {}, {"sentence_mean": True}),
+    "probmed_sentmean": ("probmed", {}, {"sentence_mean": True}),
+    "make_sentmean": ("make", {}, {"sentence_mean": True}),
+    "probmed_sentmean_sent1": ("probmed", {"sentence_weight": 1.0}, {"sentence_mean": True}),
 }
 
 
@@ -59,6 +80,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=100)
     ap.add_argument("--list", action="store_true")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--seed", type=int, default=0, help="pretraining seed (the phantom data keep seed 0)")
     ap.add_argument("--clean", action="store_true", help="phantom data without degraded images (the demo's, v1)")
     ap.add_argument("--text-cache", default="runs/medical-sweep/text_cache.pt", help="frozen MiniLM outputs, reused")
     args = ap.parse_args()
@@ -96,9 +118,9 @@ def main() -> None:
 
             text = TextTower(embed_dim=128, max_length=96, freeze=True, **text_kw)
         t = time.perf_counter()
-        model = pretrain(method, index, text, seed=0, arch=cfg["arch"], **run)
+        model = pretrain(method, index, text, seed=args.seed, arch=cfg["arch"], **run)
         seconds = time.perf_counter() - t
-        res = {"config": name, "method": method, **{k: v for k, v in run.items()}, "text": text_kw,
+        res = {"config": name, "method": method, "seed": args.seed, **{k: v for k, v in run.items()}, "text": text_kw,
                "pretrain_s": round(seconds, 1), **validation_metrics(model, index, run["image_size"])}  # fmt: skip
         print(json.dumps(res), flush=True)
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -13,7 +13,7 @@ import yaml
 from vlp_medical.bench import Suite, format_table, summarise
 from vlp_medical.cli import main
 from vlp_medical.models import build_model
-from vlp_medical.prompts import class_name_prompts, disjoint_prompts
+from vlp_medical.prompts import class_name_prompts, disjoint_pool, disjoint_prompts
 from vlp_medical.synth import FINDINGS, make_fake_mimic_cxr
 
 TINY = {"img_size": 32, "patch_size": 8, "depth": 1}
@@ -34,6 +34,7 @@ def test_bench_cli_compares_checkpoints(tree: Path, tmp_path: Path, capsys: pyte
         "name": "tiny", "dataset": {"kind": "mimic", "root": str(tree)}, "classes": list(FINDINGS),
         "labels": {"path": "phantom_truth.csv", "key": "dicom_id"}, "image": {"size": 32},
         "prompt_sets": {"class names": class_name_prompts(), "disjoint": disjoint_prompts()},
+        "prompt_pools": {"disjoint": disjoint_pool()},
         "fractions": [0.5, 1.0], "seeds": [42, 0], "probe_weight_decays": [1e-3, 1.0], "probe_max_iter": 20,
     }  # fmt: skip
     (tree / "suite.yaml").write_text(yaml.safe_dump(suite))
@@ -45,13 +46,20 @@ def test_bench_cli_compares_checkpoints(tree: Path, tmp_path: Path, capsys: pyte
     assert set(summary["method"]) == {"clip", "probmed"}
     tasks = set(summary["task"])
     assert {"zero-shot [class names]", "zero-shot [disjoint]", "linear probe 0.5", "linear probe 1",
-            "retrieval image→report", "retrieval report→image"} <= tasks  # fmt: skip
+            "retrieval image→report", "retrieval report→image", "zero-shot [disjoint (val-selected)]"} <= tasks  # fmt: skip
     assert set(summary[summary["task"] == "uncertainty"]["method"]) <= {"probmed"}  # only probabilistic models
     probe = summary[summary["task"] == "linear probe 1"]
     assert (probe["n"] == 2).all()  # two seeds -> mean ± std
     assert summary["mean"].between(0, 90).all()
     runs = json.loads((tmp_path / "res" / "bench.json").read_text())
     assert runs["suite"]["seeds"] == [42, 0] and len(runs["runs"]) > len(summary)
+    picked = [json.loads(r["selected"]) for r in runs["runs"] if r["task"] == "zero-shot [disjoint (val-selected)]"
+              and r["metric"] == "macro AUROC"]  # fmt: skip
+    assert len(picked) == 2  # one choice per checkpoint, recorded with its number
+    pool = disjoint_pool()
+    for choice in picked:
+        for c, spec in choice.items():
+            assert spec["prompts"][0] in pool[c]["prompts"] and spec["negatives"][0] in pool[c]["negatives"]
 
 
 def test_suite_validation_and_table_format(tmp_path: Path) -> None:
@@ -108,3 +116,24 @@ def test_bench_retrieval_scores_ties_the_mean_way_and_matches_brute_force() -> N
     want = [1 + int((sim[i] > sim[i, unique.index(t)]).sum()) for i, t in enumerate(texts)]
     assert ranks.tolist() == want
     assert out["i2t_R@1"] == sum(r == 1 for r in want) / 6
+
+
+def test_select_prompts_decides_on_validation_data_only() -> None:
+    from vlp_core.similarity import CosineSimilarity
+    from vlp_medical.bench import select_prompts, zero_shot_scores
+
+    e = torch.eye(4)
+    model = _Fixed({"good": e[0], "bad": e[1], "neg": e[2], "other": e[3]}, CosineSimilarity())
+    pool = {"x": {"prompts": ["good", "bad"], "negatives": ["neg"]}, "y": {"prompts": ["other", "good"],
+            "negatives": ["neg"]}}  # fmt: skip
+    # Validation: "bad" separates class x perfectly, "good" is reversed. Test data would say the opposite.
+    val_img = torch.stack([e[1] + 0.1 * e[0], e[1], e[0], e[0] + 0.1 * e[1]])
+    val_y = torch.tensor([[1.0, float("nan")], [1.0, 1.0], [0.0, 1.0], [0.0, 1.0]])
+    chosen = select_prompts(model, val_img, val_y, pool, ["x", "y"])
+    assert chosen["x"] == {"prompts": ["bad"], "negatives": ["neg"]}
+    # y has a single label value among known rows -> nothing to select on: the pool's first pair.
+    assert chosen["y"] == {"prompts": ["other"], "negatives": ["neg"]}
+    test_img = torch.stack([e[0], e[0], e[1], e[1]])
+    test_y = torch.tensor([[1.0], [1.0], [0.0], [0.0]])
+    scores = zero_shot_scores(model, test_img, {"x": chosen["x"]}, ["x"])[:, 0]
+    assert (scores[test_y[:, 0] == 1] < scores[test_y[:, 0] == 0].min()).all()  # the val choice is wrong on test

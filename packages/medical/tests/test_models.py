@@ -164,3 +164,28 @@ def test_make_routes_aspects_through_core_inputs_and_loads_pre_routing_checkpoin
     # CLIP routes no aspects: a batch carrying them does not run the text tower on them.
     clip = build_model("clip", embed_dim=16, image_tower=TINY, text_max_length=16)
     assert "aspects" not in clip(batch) and clip.text_fields == ()
+
+
+@pytest.mark.parametrize("method", ["clip", "probmed"])
+def test_sentence_term_reads_report_sentences_with_shared_ids(method: str, tmp_path: Path) -> None:
+    from vlp_medical.datasets import collate_cxr, report_sentences
+
+    rows = [{"text": "FINDINGS: No pneumothorax. Small left effusion. IMPRESSION: Effusion."},
+            {"text": "FINDINGS: No pneumothorax. Heart size is normal. IMPRESSION: Normal chest."}]  # fmt: skip
+    samples = [{"image": torch.zeros(1, 32, 32), "labels": torch.zeros(2), "index": i, "text": r["text"],
+                "aspects": report_sentences(r)} for i, r in enumerate(rows)]  # fmt: skip
+    batch = collate_cxr(samples)
+    assert batch["aspects"][:2] == ["No pneumothorax", "Small left effusion"]
+    ids, owner = batch["aspects_ids"], batch["aspects_owner"]
+    assert owner.tolist() == [0, 0, 0, 1, 1, 1] and ids[0] == ids[3] and len(set(ids.tolist())) == 5
+    torch.manual_seed(0)
+    model = build_model(method, embed_dim=16, image_tower=TINY, text_max_length=16, sentence_weight=0.5)
+    assert model.inputs["aspects"] == "text"
+    logs = model.compute_losses({**batch, "image": torch.randn(2, 1, 32, 32)})
+    assert torch.isfinite(logs["sentences"]) and logs["sentences"] > 0  # the term ran
+    assert torch.isfinite(logs["loss"])
+    model.save_pretrained(tmp_path / method)
+    back = MedicalPretrainer.from_pretrained(tmp_path / method)
+    assert [t.name for t in back.losses] == [t.name for t in model.losses]
+    with pytest.raises(ValueError, match="sentence_weight"):
+        build_model("make", embed_dim=16, image_tower=TINY, sentence_weight=1.0)

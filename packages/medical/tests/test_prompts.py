@@ -9,9 +9,11 @@ import numpy as np
 from vlp_medical.make import load_knowledge
 from vlp_medical.prompts import (
     DISJOINT_NEGATIVES,
+    DISJOINT_POOL_NEGATIVES,
     DISJOINT_PROMPTS,
     DISJOINT_PROMPTS_EXTRA,
     class_name_prompts,
+    disjoint_pool,
     disjoint_prompts,
 )
 from vlp_medical.synth import _HEDGE_NAMES, _NEG, _POS, FINDINGS, sample_phantom, write_report
@@ -51,6 +53,12 @@ def test_disjoint_prompts_never_occur_in_reports_or_knowledge() -> None:
     grams = set().union(*(_trigrams(c) for c in corpus))
     prompts = [p for d in (DISJOINT_PROMPTS, DISJOINT_PROMPTS_EXTRA) for ps in d.values() for p in ps]
     prompts += DISJOINT_NEGATIVES
+    pool = disjoint_pool()
+    prompts += [p for spec in pool.values() for side in spec.values() for p in side]
+    chosen = disjoint_prompts(chosen=True)
+    assert all(spec["prompts"][0] in pool[c]["prompts"] for c, spec in chosen.items())  # chosen from the pool
+    prompts += [p for spec in chosen.values() for side in spec.values() for p in side]
+    assert set(DISJOINT_POOL_NEGATIVES) <= {n for spec in pool.values() for n in spec["negatives"]}
     for p in prompts:
         assert p.lower() not in text, p
         shared = _trigrams(p) & grams

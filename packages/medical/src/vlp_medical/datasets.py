@@ -32,8 +32,9 @@ from vlp_core.data import (
     patient_split_labels,
     read_manifest,
 )
+from vlp_core.text import text_ids
 from vlp_medical.io import read_image
-from vlp_medical.reports import report_text
+from vlp_medical.reports import report_text, split_sentences
 from vlp_medical.transforms import CxrTransform
 
 __all__ = [
@@ -42,6 +43,7 @@ __all__ = [
     "CxrTextDataset",
     "chexpert_index",
     "collate_cxr",
+    "report_sentences",
     "iu_xray_index",
     "manifest_index",
     "mimic_cxr_index",
@@ -384,6 +386,12 @@ class CxrTextDataset(Dataset):
         return sample
 
 
+def report_sentences(row: pd.Series) -> list[str]:
+    """The sentences of a row's report (``row["text"]``; section labels dropped): the ``texts`` callable of
+    :class:`CxrTextDataset` for the sentence-level term of :func:`vlp_medical.models.build_model`."""
+    return split_sentences(str(row["text"]))
+
+
 def collate_cxr(samples: Sequence[dict[str, Any] | None]) -> dict[str, Any]:
     """Stack images/labels, list texts, and flatten per-sample ``aspects`` lists into ``aspects`` + ``aspects_owner``."""
     samples = [s for s in samples if s is not None]
@@ -404,4 +412,6 @@ def collate_cxr(samples: Sequence[dict[str, Any] | None]) -> dict[str, Any]:
         batch["aspects_owner"] = torch.tensor(
             [b for b, s in enumerate(samples) for _ in s["aspects"]], dtype=torch.long
         )
+        # Equal texts of different samples (e.g. "No pneumothorax") are positives of all their owners, not negatives.
+        batch["aspects_ids"] = text_ids(batch["aspects"])
     return batch

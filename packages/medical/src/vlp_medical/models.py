@@ -10,7 +10,7 @@ import torch
 from torch import Tensor, nn
 
 from vlp_core.config import Configurable, from_config
-from vlp_core.losses import ClipLoss
+from vlp_core.losses import ClipLoss, MultiPositiveClipLoss
 from vlp_core.similarity import CosineSimilarity
 from vlp_core.towers import ImageTower, TextTower, TowerOutput
 from vlp_core.training import LossTerm, Pretrainer
@@ -159,6 +159,7 @@ def build_model(
     sis_weight: float = 0.1,
     vib_weight: float = 1e-3,
     attenuation_weight: float = 0.0,
+    sentence_weight: float = 0.0,
     **kwargs: Any,
 ) -> MedicalPretrainer:
     """One of the package's methods on a ViT image tower and the frozen packaged text encoder + trained projection.
@@ -181,6 +182,11 @@ def build_model(
         vib_weight: weight of the VIB term.
         attenuation_weight: ProbMed only: weight of :class:`~vlp_medical.prob.UncertaintyAttenuationLoss` (variance
             that follows each item's matching difficulty; 0 = off).
+        sentence_weight: CLIP and ProbMed: weight of a sentence-level term, a multi-positive InfoNCE (core
+            :class:`~vlp_core.losses.MultiPositiveClipLoss`, in the method's similarity) between each image and the
+            single sentences of its own report, passed as the batch's ``"aspects"`` (``CxrTextDataset(texts=
+            report_sentences)``); identical sentences of other reports count as positives (``aspects_ids``).
+            Short sentences are what zero-shot prompts look like; 0 = off.
         **kwargs: forwarded to :class:`MedicalPretrainer` (e.g. ``lr_multipliers={"towers.text.encoder": 0.05}``).
     """
     if method not in METHODS:
@@ -216,8 +222,17 @@ def build_model(
         if method == "probmed" and attenuation_weight > 0:
             losses.append(LossTerm("attenuation", UncertaintyAttenuationLoss(), weight=attenuation_weight,
                                    inputs=("image", "text")))  # fmt: skip
+    if sentence_weight > 0:
+        if method not in ("clip", "probmed"):
+            raise ValueError(f"sentence_weight applies to 'clip' and 'probmed', not {method!r}")
+        sentences = MultiPositiveClipLoss() if method == "clip" else \
+            MultiPositiveClipLoss(init_logit_scale=20.0, similarity=HellingerSimilarity())  # fmt: skip
+        losses.append(LossTerm("sentences", sentences, weight=sentence_weight,
+                               inputs={"a": "image", "b": "aspects", "pos": "batch:aspects_owner",
+                                       "ids": "batch:aspects_ids"}))  # fmt: skip
+    routed = {"aspects": "text"} if method == "make" or sentence_weight > 0 else {}
     return MedicalPretrainer({"image": image, "text": text}, losses, similarity=similarity,
-                             inputs={"image": "image", "text": "text", **({"aspects": "text"} if method == "make" else {})},
+                             inputs={"image": "image", "text": "text", **routed},
                              lr=lr,
                              weight_decay=weight_decay, warmup_steps=warmup_steps, max_steps=max_steps, **kwargs)  # fmt: skip
 
@@ -274,6 +289,7 @@ def build_binding_model(
     seed: int = 0,
     vib_weight: float = 1e-3,
     attenuation_weight: float = 0.0,
+    sentence_weight: float = 0.0,
     **kwargs: Any,
 ) -> MedicalPretrainer:
     """A model binding any registered towers: ``{"cxr": ("medical/cxr_vit_tiny", {...}), "ecg": ("ecg/resnet1d",
