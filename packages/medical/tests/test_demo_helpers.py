@@ -14,15 +14,19 @@ from vlp_medical.demo import demo_threads, validation_metrics
 def test_demo_threads_use_idle_cores_only(
     monkeypatch: pytest.MonkeyPatch, cores: int, load: float, expected: int
 ) -> None:
+    monkeypatch.delenv("VLP_DEMO_THREADS", raising=False)
     monkeypatch.setattr(os, "cpu_count", lambda: cores)
     monkeypatch.setattr(os, "getloadavg", lambda: (load, load, load))
     assert demo_threads() == expected
+    monkeypatch.setenv("VLP_DEMO_THREADS", "3")  # pinned: the load no longer matters
+    assert demo_threads() == 3
 
 
 def test_demo_threads_without_load_average(monkeypatch: pytest.MonkeyPatch) -> None:
     def no_load() -> tuple[float, float, float]:
         raise OSError("unavailable")
 
+    monkeypatch.delenv("VLP_DEMO_THREADS", raising=False)
     monkeypatch.setattr(os, "cpu_count", lambda: 2)
     monkeypatch.setattr(os, "getloadavg", no_load)
     assert demo_threads() == 2

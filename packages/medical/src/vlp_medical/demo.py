@@ -68,8 +68,13 @@ def demo_threads(max_threads: int = 4) -> int:
 
     On a shared machine more threads than idle cores make every step wait for descheduled threads: a resnet10t
     forward of 48 images at 64 px took 3.8 s with 2 threads and 1.1 s with 1 thread on 2 cores at load 12.
+    ``VLP_DEMO_THREADS`` pins the number: results are bit-reproducible for a given thread count only (the sums
+    inside a convolution are split differently), so pin it to reproduce a recorded run exactly.
     """
     import os
+
+    if os.environ.get("VLP_DEMO_THREADS"):
+        return max(1, int(os.environ["VLP_DEMO_THREADS"]))
 
     cores = os.cpu_count() or 1
     try:
@@ -151,6 +156,10 @@ def pretrain(
     model = build_model(method, embed_dim=128, image_tower={"arch": arch, "img_size": image_size}, lr=lr,
                         warmup_steps=warmup_steps, max_steps=steps, **model_kwargs)  # fmt: skip
     tower = copy.deepcopy(text_tower)
+    own = getattr(model.towers["text"], "tower", model.towers["text"])
+    # Keep the projection this seeded build drew: the warm tower's was drawn from whatever the RNG held when it was
+    # made, which differed between processes (same seed, results ~0.02 apart; README "Open work").
+    tower.proj.load_state_dict(own.proj.state_dict())
     if hasattr(model.towers["text"], "tower"):
         model.towers["text"].tower = tower
     else:
@@ -197,7 +206,9 @@ def run_demo(ctx: Any) -> Any:
         seconds[name] = time.perf_counter() - ts
     torch.manual_seed(ctx.seed)
     random_model = build_model("clip", embed_dim=128, image_tower={"arch": cfg["arch"], "img_size": cfg["image_size"]})
-    random_model.towers["text"] = copy.deepcopy(text)
+    random_text = copy.deepcopy(text)
+    random_text.proj.load_state_dict(random_model.towers["text"].proj.state_dict())  # seeded, as in pretrain
+    random_model.towers["text"] = random_text
     models["control: random image tower"] = random_model.eval()
     ckpt_dir = out / "checkpoints"
     for name, model in models.items():
