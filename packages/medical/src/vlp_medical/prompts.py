@@ -22,7 +22,6 @@ __all__ = [
     "DISJOINT_PROMPTS",
     "DISJOINT_POOL_EXTRA",
     "DISJOINT_PROMPTS_EXTRA",
-    "class_name_pool",
     "class_name_prompts",
     "disjoint_pool",
     "disjoint_prompts",
@@ -107,12 +106,6 @@ def disjoint_prompts(
         return {c: {"prompts": list(DISJOINT_PROMPTS[c]), "negatives": [DISJOINT_NEGATIVE]} for c in classes}
     return {c: {"prompts": [*DISJOINT_PROMPTS[c], *DISJOINT_PROMPTS_EXTRA[c]], "negatives": list(DISJOINT_NEGATIVES)}
             for c in classes}  # fmt: skip
-
-
-def class_name_pool(classes: list[str] | None = None) -> dict[str, dict[str, list[str]]]:
-    """Candidate pool of class-name prompts: every :data:`CLASS_TEMPLATES` phrasing of the positive and of the
-    negative side (the bench pairs them all and keeps the best pair per class on validation)."""
-    return class_name_prompts(classes, ensemble=True)
 
 
 def disjoint_pool(classes: list[str] | None = None) -> dict[str, dict[str, list[str]]]:
