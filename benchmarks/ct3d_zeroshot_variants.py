@@ -19,10 +19,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import env_line, markdown_table, repro_command  # noqa: E402
 
-# name → (build_ct_clip kwargs, VolumeTextSet kwargs, steps)
+# name → (build_ct_clip kwargs, VolumeTextSet kwargs, steps[, batch]); the batch defaults to the demo's. Variants
+# before the fourth round ran with attention pooling, then the default (rounds in the vlp-ct3d README).
 BASE = {"embed_dim": 128, "widths": (16, 32, 64), "lr": 2e-3}
 VARIANTS: dict[str, tuple[dict, dict, int]] = {
-    "baseline": ({}, {"sentence_prob": 0.5}, 300),
+    "baseline": ({"pooling": "attn"}, {"sentence_prob": 0.5}, 300),  # the demo recipe until the fourth round
     "text_mlp": ({"text_proj": "mlp"}, {"sentence_prob": 0.5}, 300),
     "unfreeze1": ({"text_unfreeze_last_n": 1}, {"sentence_prob": 0.5}, 300),
     "sentences0.8": ({}, {"sentence_prob": 0.8}, 300),
@@ -42,6 +43,22 @@ VARIANTS: dict[str, tuple[dict, dict, int]] = {
     ),
     "wide": ({"widths": (32, 64, 128)}, {"sentence_prob": 0.5}, 300),
     "sentmp3": ({"sentence_weight": 3.0}, {"sentence_prob": 0.5, "sentences": True}, 300),
+    # Pooling of the volume tower's tokens (the demo used a learned attention query).
+    "pool_mean": ({"pooling": "mean"}, {"sentence_prob": 0.5}, 300),
+    "pool_max": ({"pooling": "max"}, {"sentence_prob": 0.5}, 300),
+    "pool_meanmax": ({"pooling": "meanmax"}, {"sentence_prob": 0.5}, 300),
+    "pool_max_reports": ({"pooling": "max"}, {}, 300),
+    "pool_max_sentmp3": ({"pooling": "max", "sentence_weight": 3.0}, {"sentence_prob": 0.5, "sentences": True}, 300),
+    "pool_max_steps600": ({"pooling": "max"}, {"sentence_prob": 0.5}, 600),
+    "pool_max_lr5e-3": ({"pooling": "max", "lr": 5e-3}, {"sentence_prob": 0.5}, 300),
+    "pool_max_siglip": ({"pooling": "max", "loss": "siglip"}, {"sentence_prob": 0.5}, 300),
+    "pool_max_sentmp3_steps600": (
+        {"pooling": "max", "sentence_weight": 3.0},
+        {"sentence_prob": 0.5, "sentences": True},
+        600,
+    ),
+    "pool_max_batch64": ({"pooling": "max"}, {"sentence_prob": 0.5}, 300, 64),
+    "pool_max_batch96_steps200": ({"pooling": "max"}, {"sentence_prob": 0.5}, 200, 96),
 }
 
 
@@ -75,17 +92,18 @@ def main() -> None:
     out = Path(args.out)
     results = json.loads(out.read_text()) if out.is_file() else {}
     for name in args.variants:
-        model_kw, set_kw, steps = VARIANTS[name]
+        model_kw, set_kw, steps, *rest = VARIANTS[name]
+        batch = rest[0] if rest else cfg["clip_batch"]
         t0 = time.perf_counter()
         clip = build_ct_clip(**{**BASE, **model_kw}, max_steps=steps, seed=args.seed)
         train = VolumeTextSet(x[fit_i], [texts[i] for i in fit_i], y[fit_i], augment=True, seed=args.seed, **set_kw)
-        fit_clip(clip, train, steps, cfg["clip_batch"], args.seed, False)
+        fit_clip(clip, train, steps, batch, args.seed, False)
         wall = time.perf_counter() - t0
         feats = {name: encode_volumes(clip, VolumeTextSet(x[val_i], [texts[i] for i in val_i], y[val_i]))}
         rows = _zeroshot_rows({name: clip}, feats, prompt_sets)
         key = name if args.seed == 0 else f"{name}@seed{args.seed}"
         per_class = {f"{r['prompts']} {c}": round(r[c], 3) for r in rows for c in DEMO_CLASSES if c in r}
-        results[key] = {r["prompts"]: round(r["macro AUROC"], 4) for r in rows} | {"steps": steps,
+        results[key] = {r["prompts"]: round(r["macro AUROC"], 4) for r in rows} | {"steps": steps, "batch": batch,
                                                                                  "train s": round(wall, 1)}  # fmt: skip
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(results, indent=2))

@@ -76,3 +76,43 @@ def test_vit_tokens_exclude_cls_and_checkpointing_matches() -> None:
     torch.testing.assert_close(vit(x).embedding, a.embedding)
     with pytest.raises(ValueError, match="built for"):
         vit(torch.randn(1, 1, 8, 8, 16))
+
+
+class TestResNet3dMaxPoolConformance(TestResNet3dTowerConformance):
+    def make_tower(self):
+        from vlp_ct3d.models import ResNet3dTower
+
+        return ResNet3dTower(widths=(4, 8), embed_dim=8, pooling="meanmax")
+
+
+@pytest.mark.parametrize("pooling", ["mean", "max", "meanmax"])
+def test_resnet_pooling_matches_brute_force_over_tokens(pooling: str) -> None:
+    from vlp_ct3d.models import ResNet3dTower
+
+    torch.manual_seed(0)
+    tower = ResNet3dTower(widths=(4, 8), embed_dim=6, pooling=pooling).eval()
+    out = tower(torch.randn(3, 1, 8, 8, 8))
+    tok = out.tokens  # [3, 8, 6]
+    expected = {
+        "mean": lambda: tok.mean(1),
+        "max": lambda: torch.tensor([[max(tok[b, :, d].tolist()) for d in range(6)] for b in range(3)]),
+        "meanmax": lambda: tower.pool_proj(torch.cat([tok.mean(1), tok.amax(1)], -1)),
+    }[pooling]()
+    torch.testing.assert_close(out.embedding, expected.to(out.embedding.dtype))
+    # A single bright voxel moves the max-pooled embedding of that volume only (no cross-batch mixing).
+    x = torch.zeros(2, 1, 8, 8, 8)
+    y = x.clone()
+    y[0, 0, 3, 3, 3] = 5.0
+    a, b = tower(x).embedding, tower(y).embedding
+    assert not torch.allclose(a[0], b[0]) and torch.allclose(a[1], b[1])
+    with pytest.raises(ValueError, match="pooling"):
+        ResNet3dTower(widths=(4, 8), embed_dim=6, pooling="sum")
+
+
+def test_build_ct_clip_default_pooling() -> None:
+    from vlp_ct3d.models import build_ct_clip
+
+    assert build_ct_clip(embed_dim=8, widths=(4, 8), seed=0).towers["image"].pooling == "max"
+    assert build_ct_clip(embed_dim=8, widths=(4, 8), seed=0, pooling="cls").towers["image"].pooling == "attn"
+    vit = build_ct_clip("vit", embed_dim=8, img_size=(8, 8, 8), seed=0).towers["image"]
+    assert vit.pooling == "cls"

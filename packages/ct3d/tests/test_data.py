@@ -158,6 +158,20 @@ def test_phantom_findings_change_the_volume() -> None:
     assert lung_hu.size > 1000 and -880 < np.median(lung_hu) < -820 and base.max() > 500  # lung and bone HU
 
 
+def test_nodule_lies_in_its_lung_even_beside_an_enlarged_heart() -> None:
+    # Before the fix a left-sided nodule could be drawn over an enlarged heart (soft tissue on soft tissue):
+    # labelled present, invisible. Every nodule must now add dense voxels where the nodule-free phantom has lung.
+    for seed in range(12):
+        heart = {"cardiomegaly": {"scale": 1.5}, "pleural_effusion": {"side": "left", "size_mm": 40}}
+        nod = {**heart, "nodule": {"side": "left", "lobe": "lower", "size_mm": 20}}
+        base, _ = make_phantom(heart, np.random.default_rng(seed))
+        with_nodule, _ = make_phantom(nod, np.random.default_rng(seed))
+        new_dense = (with_nodule > -300) & (base < -600)
+        assert new_dense.sum() >= 2, f"seed {seed}: nodule not visible in the lung"
+        x = np.nonzero(new_dense)[0]
+        assert (x < base.shape[0] // 2).all()  # left lung = low RAS x indices
+
+
 def test_disjoint_prompts_never_occur_in_reports(fake_root: Path) -> None:
     reports = pd.concat([ctrate_index(fake_root, s) for s in ("train", "valid")])["text"].str.lower()
     from vlp_ct3d import synth  # the generator's phrase tables too, not only this sample of reports

@@ -3,11 +3,11 @@
 What this guards, and what it does not. The issue's targets are zero-shot macro AUROC >= 0.85 (class-name prompts)
 and >= 0.80 (disjoint prompts), both controls <= 0.60, VAE PSNR >= 20 dB, and factual correctness of generated
 volumes above chance. Measured on a 2-core CPU (`uv run pytest -m slow packages/ct3d/tests/test_demo_slow.py`,
-seed 0): zero-shot 0.642 / 0.551, controls 0.421 / 0.476, linear probe 0.816, VAE PSNR 25.3 dB, factual
-correctness 0.450 on generated vs 0.654 on real volumes. The two zero-shot targets and the factual-correctness
-target are MISSED (see the package README); asserting them would only keep CI red. This test asserts the targets
-the demo meets (controls, PSNR) and the level it reaches otherwise, with margin, so that a regression in the
-pipeline (preprocessing, towers, losses, evaluation, generation) fails here.
+seed 0, max-pooled volume tower, phantom data v2): zero-shot 0.768 / 0.706, controls 0.501 / 0.438, linear probe
+0.876, VAE PSNR 23.8 dB, factual correctness 0.695 on generated vs 0.794 on real volumes. The two zero-shot
+targets are MISSED (see the package README); asserting them would only keep CI red. This test asserts the targets
+the demo meets (controls, PSNR, factual correctness above chance) and the level it reaches otherwise, with margin,
+so that a regression in the pipeline (preprocessing, towers, losses, evaluation, generation) fails here.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import pytest
 
 
 @pytest.mark.slow
-def test_demo_meets_controls_and_psnr_and_keeps_its_level(tmp_path: Path) -> None:
+def test_demo_meets_controls_psnr_factual_correctness_and_keeps_its_level(tmp_path: Path) -> None:
     from vlp_core.demo import DemoContext
     from vlp_ct3d.demo import run_demo
 
@@ -27,11 +27,13 @@ def test_demo_meets_controls_and_psnr_and_keeps_its_level(tmp_path: Path) -> Non
     # Targets met.
     assert m["control random tower AUROC"] <= 0.60 and m["control shuffled pairs AUROC"] <= 0.60, m
     assert m["VAE PSNR (dB)"] >= 20.0, m
+    assert m["factual correctness generated AUROC"] >= 0.58, m  # above chance (0.5) with margin
     # Below target, but learned: clearly above both controls and the linear probe well above chance.
     controls = max(m["control random tower AUROC"], m["control shuffled pairs AUROC"])
-    assert m["zero-shot macro AUROC"] >= 0.60 and m["zero-shot macro AUROC"] >= controls + 0.10, m
-    assert m["linear probe AUROC"] >= 0.75, m
-    assert m["factual correctness real AUROC"] >= 0.60, m
+    assert m["zero-shot macro AUROC"] >= 0.70 and m["zero-shot macro AUROC"] >= controls + 0.15, m
+    assert m["zero-shot macro AUROC (disjoint prompts)"] >= 0.62, m
+    assert m["linear probe AUROC"] >= 0.80, m
+    assert m["factual correctness real AUROC"] >= 0.70, m
     assert all(Path(f).is_file() for f in res.figures)
     for name in ("zeroshot.csv", "retrieval.csv", "metrics.json"):
         assert (tmp_path / "out" / name).is_file()

@@ -44,7 +44,7 @@ def phantoms(out: str, n_train: int = 400, n_valid: int = 150, seed: int = 0, st
 
 def fit_clip(
     root: str, out: str, split: str = "train", preset: str = "demo", hu_mode: str = "already_hu",
-    cache: str | None = None, volume_tower: str = "resnet", embed_dim: int = 128, steps: int = 300,
+    cache: str | None = None, volume_tower: str = "resnet", pooling: str | None = None, embed_dim: int = 128, steps: int = 300,
     batch_size: int = 32, lr: float = 2e-3, sentence_prob: float = 0.5, seed: int = 0,
 ) -> str:  # fmt: skip
     """Train the 3D CT–report CLIP and save it (save_pretrained folder).
@@ -57,6 +57,8 @@ def fit_clip(
         hu_mode: already_hu or apply_rescale.
         cache: persistent preprocessing cache folder.
         volume_tower: resnet, vit or conv.
+        pooling: token pooling of the volume tower (resnet: max (default), mean, meanmax, attn; vit: cls (default),
+            attn, mean).
         embed_dim: joint embedding width.
         steps: optimiser steps.
         batch_size: batch size.
@@ -69,7 +71,8 @@ def fit_clip(
     from vlp_ct3d.train import fit_clip as _fit
 
     x, texts, y, _, _ = _load(root, split, preset, hu_mode, cache, None)
-    model = build_ct_clip(volume_tower, embed_dim, img_size=tuple(x.shape[2:]), max_steps=steps, lr=lr, seed=seed)
+    model = build_ct_clip(volume_tower, embed_dim, img_size=tuple(x.shape[2:]), pooling=pooling, max_steps=steps, lr=lr,
+                          seed=seed)  # fmt: skip
     _fit(
         model,
         VolumeTextSet(x, texts, y, augment=True, sentence_prob=sentence_prob, seed=seed),

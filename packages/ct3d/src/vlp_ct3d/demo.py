@@ -30,7 +30,7 @@ DEMO_SCALES: dict[str, dict[str, Any]] = {
     "large": {"n_train": 1600, "n_valid": 400, "clip_steps": 2000, "clip_batch": 32, "vae_steps": 1500,
               "vae_batch": 4, "diff_steps": 3000, "diff_batch": 16, "n_generate": 200, "sample_steps": 30},
 }  # fmt: skip
-DATA_VERSION = "v1"
+DATA_VERSION = "v2"
 CONTEXT_LENGTH = 64
 
 
@@ -188,7 +188,7 @@ def run_demo(ctx: Any) -> Any:
     notes = [
         f"Phantom CT-RATE tree: {cfg['n_train']} train / {cfg['n_valid']} held-out volumes (40x40x32 at 8x8x10 mm, "
         "half stored LPS), read by the CT-RATE indexer, preprocessed to RAS 10 mm 32^3, HU window [-1000, 1000] -> [0, 1].",
-        f"3D CLIP (ResNet3d 16-32-64 + attention pooling, frozen MiniLM + trained projection), {cfg['clip_steps']} steps; "
+        f"3D CLIP (ResNet3d 16-32-64 + max pooling over tokens, frozen MiniLM + trained projection), {cfg['clip_steps']} steps; "
         "half of the training texts are one sentence of the report; the shuffled-pair control has the same schedule.",
         "",
         format_rows(zs_rows, cols),

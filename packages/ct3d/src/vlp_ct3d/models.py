@@ -21,6 +21,7 @@ from vlp_core.towers.base import Tower, TowerOutput
 __all__ = ["AttentionPool", "Conv3dTower", "ResNet3dTower", "ViT3dTower", "CTTextTower", "build_ct_clip"]
 
 POOLINGS = ("attn", "mean", "cls")
+RESNET_POOLINGS = ("attn", "mean", "max", "meanmax")
 
 
 class AttentionPool(nn.Module):
@@ -100,7 +101,8 @@ class ResNet3dTower(Tower):
         widths: channels per stage; the stem and every stage after the first halve each spatial axis.
         blocks: residual blocks per stage.
         embed_dim: output width of embedding and tokens.
-        pooling: ``"attn"`` (learned query) or ``"mean"``.
+        pooling: ``"attn"`` (learned query), ``"mean"``, ``"max"`` or ``"meanmax"`` (mean and max over tokens,
+            concatenated and projected: a small finding that lights up one token is not averaged away).
         heads: attention-pool heads.
 
     Shapes:
@@ -118,8 +120,8 @@ class ResNet3dTower(Tower):
         heads: int = 4,
     ) -> None:
         super().__init__()
-        if pooling not in ("attn", "mean"):
-            raise ValueError(f"ResNet3dTower pooling must be 'attn' or 'mean', got {pooling!r}")
+        if pooling not in RESNET_POOLINGS:
+            raise ValueError(f"ResNet3dTower pooling must be one of {RESNET_POOLINGS}, got {pooling!r}")
         widths = list(widths)
         # Stride-2 stem: full-resolution 3D convolutions dominate the cost and add little for CLIP features.
         self.stem = nn.Conv3d(in_chans, widths[0], 3, 2, 1, bias=False)
@@ -132,6 +134,8 @@ class ResNet3dTower(Tower):
         self.norm = nn.GroupNorm(min(8, c), c)
         self.proj = nn.Linear(c, embed_dim)
         self.pool = AttentionPool(embed_dim, heads) if pooling == "attn" else None
+        self.pool_proj = nn.Linear(2 * embed_dim, embed_dim) if pooling == "meanmax" else None
+        self.pooling = pooling
         self.output_dim = self.token_dim = embed_dim
         self.grad_ckpt = False
 
@@ -144,7 +148,14 @@ class ResNet3dTower(Tower):
         for stage in self.stages:
             x = checkpoint(stage, x, use_reentrant=False) if self.grad_ckpt and self.training else stage(x)
         tokens = self.proj(torch.nn.functional.gelu(self.norm(x)).flatten(2).transpose(1, 2))
-        emb = self.pool(tokens) if self.pool is not None else tokens.mean(1)
+        if self.pooling == "attn":
+            emb = self.pool(tokens)
+        elif self.pooling == "mean":
+            emb = tokens.mean(1)
+        elif self.pooling == "max":
+            emb = tokens.amax(1)
+        else:
+            emb = self.pool_proj(torch.cat([tokens.mean(1), tokens.amax(1)], dim=-1))
         return TowerOutput(emb, tokens)
 
 
@@ -285,7 +296,7 @@ def build_ct_clip(
     embed_dim: int = 128,
     widths: Sequence[int] = (16, 32, 64),
     img_size: Sequence[int] = (32, 32, 32),
-    pooling: str = "attn",
+    pooling: str | None = None,
     text_max_length: int = 128,
     text_model_path: str | None = None,
     loss: str = "clip",
@@ -303,7 +314,8 @@ def build_ct_clip(
     """A CT–report CLIP: volume tower (``"resnet"`` / ``"vit"`` / ``"conv"``) + frozen MiniLM text tower with a
     trained projection + symmetric InfoNCE (``loss="clip"``) or SigLIP (``"siglip"``), through core's Pretrainer.
 
-    ``text_proj`` (``"linear"`` / ``"mlp"``) is the text projection head; ``text_unfreeze_last_n`` trains the last n
+    ``pooling`` pools the volume tower's tokens: ResNet ``"max"`` (default), ``"mean"``, ``"meanmax"``, ``"attn"``;
+    ViT ``"cls"`` (default), ``"attn"``, ``"mean"``. ``text_proj`` (``"linear"`` / ``"mlp"``) is the text projection head; ``text_unfreeze_last_n`` trains the last n
     MiniLM blocks (0 = frozen encoder with cached embeddings). ``sentence_weight`` > 0 adds a sentence-level term:
     a multi-positive InfoNCE (core :class:`~vlp_core.losses.MultiPositiveClipLoss`) between each volume and every
     sentence of its own report (batch ``"sentences"`` + ``"sentences_owner"`` + ``"sentences_ids"``, as
@@ -319,11 +331,12 @@ def build_ct_clip(
     if seed is not None:
         torch.manual_seed(seed)
     if volume_tower == "resnet":
-        image: nn.Module = ResNet3dTower(
-            widths=widths, embed_dim=embed_dim, pooling="attn" if pooling == "cls" else pooling
-        )
+        # Max pooling by default: on the demo phantoms a learned attention query gave validation zero-shot 0.56 /
+        # 0.63 (seeds 0 / 1) against 0.75 / 0.80 with max pooling (package README, fourth round).
+        pooling = {None: "max", "cls": "attn"}.get(pooling, pooling)
+        image: nn.Module = ResNet3dTower(widths=widths, embed_dim=embed_dim, pooling=pooling)
     elif volume_tower == "vit":
-        image = ViT3dTower(img_size=img_size, embed_dim=embed_dim, pooling=pooling)
+        image = ViT3dTower(img_size=img_size, embed_dim=embed_dim, pooling=pooling or "cls")
     elif volume_tower == "conv":
         image = Conv3dTower(widths=tuple(widths), embed_dim=embed_dim)
     else:

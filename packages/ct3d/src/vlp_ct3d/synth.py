@@ -160,10 +160,16 @@ def make_phantom(
     if "nodule" in findings:
         p = findings["nodule"]
         side = p["side"]
-        cz = 75 if p["lobe"] == "upper" else 0
-        cx = _side_sign(side) * (55 + rng.uniform(-10, 10)) * s
         r = p["size_mm"] / 2
-        vol[_ellipsoid(x, y, z, (cx, rng.uniform(-20, 15), cz), (r, r, r))] = HU["nodule"]
+        # Centre drawn until the nodule lies (almost) wholly in its lung: a nodule drawn over an enlarged heart or
+        # an effusion would be labelled present but invisible.
+        for _ in range(50):
+            cz = (75 if p["lobe"] == "upper" else 0) + rng.uniform(-15, 15)
+            cx = _side_sign(side) * (55 + rng.uniform(-10, 10)) * s
+            blob = _ellipsoid(x, y, z, (cx, rng.uniform(-25, 20), cz), (r, r, r))
+            if (blob & lungs[side] & (vol < -500)).sum() >= 0.8 * blob.sum() > 0:
+                break
+        vol[blob] = HU["nodule"]
     vol = gaussian_filter(vol, blur_voxels) + rng.normal(0.0, noise_hu, size=shape)
     affine = np.diag([*sp, 1.0])
     affine[:3, 3] = origin
@@ -184,7 +190,7 @@ def sample_findings(rng: np.random.Generator, prevalence: float = 0.3) -> dict[s
     out: dict[str, dict[str, Any]] = {}
     if rng.random() < prevalence:
         out["nodule"] = {"side": rng.choice(["right", "left"]), "lobe": rng.choice(["upper", "lower"]),
-                         "size_mm": int(rng.integers(14, 26))}  # fmt: skip
+                         "size_mm": int(rng.integers(20, 31))}  # fmt: skip
     if rng.random() < prevalence:
         out["pleural_effusion"] = {
             "side": rng.choice(["right", "left", "bilateral"]),
