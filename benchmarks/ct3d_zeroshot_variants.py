@@ -68,6 +68,7 @@ def main() -> None:
     ap.add_argument("--data_dir", default="runs/ct3d-variants-data")
     ap.add_argument("--out", default="runs/ct3d-variants.json")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--n_train", type=int, default=None, help="training phantoms (default: the demo's)")
     args = ap.parse_args()
     import numpy as np
     import torch
@@ -81,7 +82,8 @@ def main() -> None:
 
     torch.set_num_threads(2)
     cfg = DEMO_SCALES["small"]
-    root = prepare_demo_data(Path(args.data_dir), cfg["n_train"], cfg["n_valid"], args.seed, progress=False)
+    n_train = args.n_train or cfg["n_train"]
+    root = prepare_demo_data(Path(args.data_dir), n_train, cfg["n_valid"], args.seed, progress=False)
     train_df = ctrate_index(root, "train")  # the held-out "valid" split is not indexed here
     x, t, y, _ = load_split(train_df, "demo", Path(args.data_dir) / "preprocessed-demo", list(DEMO_CLASSES))
     val = torch.from_numpy(np.array([int(p.split("_")[1]) % 5 == 0 for p in train_df["patient"].to_numpy()]))
@@ -102,6 +104,7 @@ def main() -> None:
         feats = {name: encode_volumes(clip, VolumeTextSet(x[val_i], [texts[i] for i in val_i], y[val_i]))}
         rows = _zeroshot_rows({name: clip}, feats, prompt_sets)
         key = name if args.seed == 0 else f"{name}@seed{args.seed}"
+        key = key if n_train == cfg["n_train"] else f"{key}@n{n_train}"
         per_class = {f"{r['prompts']} {c}": round(r[c], 3) for r in rows for c in DEMO_CLASSES if c in r}
         results[key] = {r["prompts"]: round(r["macro AUROC"], 4) for r in rows} | {"steps": steps, "batch": batch,
                                                                                  "train s": round(wall, 1)}  # fmt: skip
