@@ -39,7 +39,14 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import DataLoader
 
-from vlp_core.eval import binary_auroc, linear_probe, metrics_from_ranks, multilabel_auroc, retrieval_ranks
+from vlp_core.eval import (
+    binary_auroc,
+    bootstrap_ci,
+    linear_probe,
+    metrics_from_ranks,
+    multilabel_auroc,
+    retrieval_ranks,
+)
 from vlp_medical.datasets import CxrTextDataset, collate_cxr, manifest_index, mimic_cxr_index
 from vlp_medical.prob import split_gaussian, uncertainty
 from vlp_medical.transforms import CxrTransform
@@ -329,7 +336,12 @@ def evaluate_model(
         if getattr(model, "probabilistic", False):
             wrong = (ranks > 1).float()
             if 0 < wrong.sum() < len(wrong):
-                add("uncertainty", "AUROC(Σσ² → wrong top-1 i→t)", binary_auroc(uncertainty(img), wrong))
+                # With few correct top-1 queries the AUROC is noisy: its bootstrap CI says whether it is above 0.5.
+                ci = bootstrap_ci(binary_auroc, uncertainty(img), wrong, n=1000, seed=0)
+                add("uncertainty", "AUROC(Σσ² → wrong top-1 i→t)", ci["point"])
+                add("uncertainty", "AUROC(Σσ² → wrong top-1 i→t) 95% CI low", ci["low"])
+                add("uncertainty", "AUROC(Σσ² → wrong top-1 i→t) 95% CI high", ci["high"])
+                add("uncertainty", "correct top-1 queries", float(len(wrong) - wrong.sum()))
     feats = {r: (split_gaussian(sets[r][0])[0] if getattr(model, "probabilistic", False) else sets[r][0]) for r in sets}
     frames = {r: pd.DataFrame(sets[r][1].numpy(), columns=suite.classes) for r in sets}
     table = linear_probe(feats["train"], frames["train"], feats["val"], frames["val"], feats["test"], frames["test"],

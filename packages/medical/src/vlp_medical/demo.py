@@ -239,9 +239,11 @@ def run_demo(ctx: Any) -> Any:
         metrics[f"{m}: zero-shot AUROC disjoint"] = round(get(m, "zero-shot [disjoint]"), 4)
         metrics[f"{m}: zero-shot AUROC disjoint first draft"] = round(get(m, "zero-shot [disjoint (first draft)]"), 4)
         metrics[f"{m}: linear probe 100% AUROC"] = round(get(m, "linear probe 1"), 4)
-    metrics["ProbMed: uncertainty AUROC for wrong top-1 retrieval"] = round(
-        get("ProbMed", "uncertainty", "AUROC(Σσ² → wrong top-1 i→t)"), 4
-    )
+    for suffix in ("", " 95% CI low", " 95% CI high"):
+        metrics[f"ProbMed: uncertainty AUROC for wrong top-1 retrieval{suffix}"] = round(
+            get("ProbMed", "uncertainty", f"AUROC(Σσ² → wrong top-1 i→t){suffix}"), 4
+        )
+    metrics["ProbMed: correct top-1 retrievals"] = get("ProbMed", "uncertainty", "correct top-1 queries")
     metrics.update({f"pretrain seconds {k}": round(v, 1) for k, v in seconds.items()})
     metrics["torch threads"] = float(threads)
     metrics.update({"data seconds": round(t_data, 1), "text cache seconds": round(t_text, 1), "eval seconds": round(t_eval, 1),
