@@ -1,7 +1,7 @@
 """Text-to-CT sampling cost at the demo size: DDPM-1000 vs DDIM-50 vs rectified-flow-30 (time per generated
 volume, VAE decode included, CFG on), and the cost of one denoiser call in latent space (4 x 8^3) vs pixel space
 (1 x 32^3, same UNet widths). Untrained weights: this measures cost only; the FID/CLIP-score each sampler reaches
-needs a trained model (see the demo report).
+with trained models is ``benchmarks/ct3d_sampler_quality.py``.
 
     uv run python benchmarks/ct3d_samplers.py
 """
