@@ -36,6 +36,7 @@ def test_bench_cli_compares_checkpoints(tree: Path, tmp_path: Path, capsys: pyte
         "prompt_sets": {"class names": class_name_prompts(), "disjoint": disjoint_prompts()},
         "prompt_pools": {"disjoint": disjoint_pool()},
         "fractions": [0.5, 1.0], "seeds": [42, 0], "probe_weight_decays": [1e-3, 1.0], "probe_max_iter": 20,
+        "finetune_steps": 4, "finetune_eval_every": 2, "finetune_fractions": [1.0], "finetune_seeds": [0],
     }  # fmt: skip
     (tree / "suite.yaml").write_text(yaml.safe_dump(suite))
     assert main(["bench", "--ckpt+", ckpts[0], "--ckpt+", ckpts[1], "--suite", str(tree / "suite.yaml"),
@@ -46,7 +47,8 @@ def test_bench_cli_compares_checkpoints(tree: Path, tmp_path: Path, capsys: pyte
     assert set(summary["method"]) == {"clip", "probmed"}
     tasks = set(summary["task"])
     assert {"zero-shot [class names]", "zero-shot [disjoint]", "linear probe 0.5", "linear probe 1",
-            "retrieval image→report", "retrieval report→image", "zero-shot [disjoint (val-selected)]"} <= tasks  # fmt: skip
+            "retrieval image→report", "retrieval report→image", "zero-shot [disjoint (val-selected)]",
+            "fine-tune 1"} <= tasks  # fmt: skip
     unc = summary[summary["task"] == "uncertainty"]
     assert set(unc["method"]) <= {"probmed"}  # only probabilistic models
     if len(unc):  # the tiny untrained model may retrieve everything wrong, then the AUROC is undefined

@@ -7,7 +7,9 @@ runs, identical): best class names 0.861 (ProbMed with the sentence term), best 
 wording) 0.815 (CLIP), controls 0.46-0.51, linear probe 0.97; with two threads 0.863 / 0.823. The run is
 bit-reproducible for a pinned thread count, so the test pins one thread and asserts the two zero-shot targets
 themselves. ProbMed's uncertainty-vs-wrong-top-1 AUROC (0.617 here, 0.534 with two threads, 0.43-0.49 in earlier
-unseeded runs) is not a robust correlation: MISSED, only checked to be finite.
+unseeded runs; with two threads its bootstrap 95 % CI is 0.42-0.64) is not a robust correlation: MISSED, only
+checked to be defined and inside its CI. Full fine-tuning (one seed, 10 % / 100 %) is guarded at a level below
+what it reaches (0.90-0.92 / 0.96-0.97 with two threads).
 """
 
 from __future__ import annotations
@@ -39,6 +41,8 @@ def test_demo_meets_controls_and_keeps_its_level(tmp_path: Path, monkeypatch: py
     for variant in ("CLIP", "MAKE", "ProbMed"):
         assert m[f"{variant}: zero-shot AUROC class names"] >= 0.68, (variant, m)
         assert m[f"{variant}: linear probe 100% AUROC"] >= 0.92, (variant, m)
+        assert m[f"{variant}: fine-tune 100% AUROC"] >= 0.92, (variant, m)
+        assert m[f"{variant}: fine-tune 10% AUROC"] >= 0.85, (variant, m)
     unc = "ProbMed: uncertainty AUROC for wrong top-1 retrieval"
     assert m[f"{unc} 95% CI low"] <= m[unc] <= m[f"{unc} 95% CI high"], m
     assert (tmp_path / "out" / "bench.csv").is_file() and (tmp_path / "out" / "bench_auroc.png").is_file()

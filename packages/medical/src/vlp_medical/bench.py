@@ -15,13 +15,17 @@ the prompt sets and the seeds ({42, 0, 1} by default). For every checkpoint it r
   tower from 0.49 to 0.50 / 0.58, so compare selected rows only with controls selected the same way;
 - **linear probe** on frozen image features at the suite's training fractions × seeds, weight decay selected on
   the validation split only (core :func:`~vlp_core.eval.linear_probe`), test macro AUROC;
+- **full fine-tuning** (``Suite.finetune_steps`` > 0): a copy of the image tower plus a linear head trained end to
+  end with BCE at the fine-tune fractions × seeds; the step is selected on the validation macro AUROC (evaluated
+  every ``finetune_eval_every`` steps), the test split is scored once with the selected weights
+  (:func:`full_finetune`);
 - **retrieval** image → report and report → image R@K on the test split (identical report texts count as the
   same item);
 - **uncertainty** (probabilistic checkpoints): AUROC of the image's Σσ² for predicting a wrong top-1
   image → report retrieval.
 
-Zero-shot and retrieval are deterministic given a checkpoint (std 0, one value); the probe varies with the seed.
-Full fine-tuning and segmentation are not part of this runner.
+Zero-shot and retrieval are deterministic given a checkpoint (std 0, one value); the probe and the fine-tune vary
+with the seed. Segmentation is not part of this runner.
 """
 
 from __future__ import annotations
@@ -91,6 +95,12 @@ class Suite:
             :func:`zero_shot_scores`).
         prompt_pools: ``{pool name: {class: {"prompts": [candidates], "negatives": [candidates]}}}``: candidate
             wordings from which :func:`select_prompts` picks one pair per class on the validation split.
+        finetune_steps: optimiser steps of full fine-tuning (0 = off).
+        finetune_fractions: training fractions of the fine-tune (``None`` = ``fractions``).
+        finetune_seeds: seeds of the fine-tune (``None`` = ``seeds``).
+        finetune_lr: AdamW learning rate (tower and head).
+        finetune_batch_size: fine-tuning batch size.
+        finetune_eval_every: validation interval (steps) for the step selection.
     """
 
     name: str
@@ -109,6 +119,12 @@ class Suite:
     probe_max_iter: int = 100
     prompt_combine: str = "similarity"
     prompt_pools: dict[str, dict[str, dict[str, list[str]]]] = field(default_factory=dict)
+    finetune_steps: int = 300
+    finetune_fractions: list[float] | None = None
+    finetune_seeds: list[int] | None = None
+    finetune_lr: float = 1e-4
+    finetune_batch_size: int = 32
+    finetune_eval_every: int = 25
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> Suite:
@@ -352,7 +368,111 @@ def evaluate_model(
             suite.seeds if len(r["values"]) == len(suite.seeds) else range(len(r["values"])), r["values"]
         ):
             add(f"linear probe {r['fraction']:g}", "macro AUROC", v, seed=seed, n_train=int(r["n_train"]))
+    if suite.finetune_steps > 0:
+        data = {role: _stack_images(ds) for role, ds in datasets.items()}
+        for r in full_finetune(model, data, suite.classes, suite.finetune_fractions or suite.fractions,
+                               suite.finetune_seeds or suite.seeds, suite.finetune_steps, lr=suite.finetune_lr,
+                               batch_size=suite.finetune_batch_size, eval_every=suite.finetune_eval_every):  # fmt: skip
+            add(f"fine-tune {r['fraction']:g}", "macro AUROC", r["test_metric"], seed=r["seed"], n_train=r["n_train"],
+                best_step=r["best_step"], val_metric=r["val_metric"])  # fmt: skip
     return rows
+
+
+def _stack_images(dataset: CxrTextDataset) -> tuple[Tensor, Tensor]:
+    items = [d for d in (dataset[i] for i in range(len(dataset))) if d is not None]  # None: skipped under skip_bad
+    return torch.stack([d["image"] for d in items]), torch.stack([torch.as_tensor(d["labels"]) for d in items]).float()
+
+
+def full_finetune(
+    model: Any,
+    data: Mapping[str, tuple[Tensor, Tensor]],
+    classes: Sequence[str],
+    fractions: Sequence[float],
+    seeds: Sequence[int],
+    steps: int,
+    lr: float = 1e-4,
+    batch_size: int = 32,
+    eval_every: int = 25,
+    weight_decay: float = 1e-4,
+) -> list[dict[str, Any]]:
+    """Full fine-tuning of a copy of ``model``'s image tower plus a linear head (multi-label BCE).
+
+    For each (fraction, seed): the training subset is core's :func:`~vlp_core.eval.probe_subset_indices` (the
+    probe's subsets, so fine-tune and probe see the same images); the head (and batch order) are seeded; every
+    ``eval_every`` steps (and at the last step) the validation macro AUROC is computed and the best weights are
+    kept (ties go to the earlier step); the test split is scored once, with those weights. ``model`` is not changed.
+
+    Args:
+        model: checkpoint with ``towers["image"]`` (probabilistic towers: the mean half of the embedding is used).
+        data: ``{"train" | "val" | "test": (images [N, C, H, W], labels [N, K] with NaN = unknown)}``.
+        classes: class names (K).
+        fractions: training fractions in (0, 1].
+        seeds: seeds.
+        steps: optimiser steps per run.
+        lr: AdamW learning rate.
+        batch_size: batch size (drawn with replacement when the subset is smaller).
+        eval_every: validation interval.
+        weight_decay: AdamW weight decay.
+
+    Returns:
+        One dict per run: ``fraction, seed, n_train, best_step, val_metric, test_metric, val_curve`` (step → AUROC).
+    """
+    import copy
+
+    from vlp_core.eval import probe_subset_indices
+
+    if steps < 1 or eval_every < 1:
+        raise ValueError(f"need steps >= 1 and eval_every >= 1, got {steps}, {eval_every}")
+    probabilistic = bool(getattr(model, "probabilistic", False))
+    xtr, ytr = data["train"]
+    runs = []
+
+    def scores(tower: torch.nn.Module, head: torch.nn.Module, x: Tensor) -> Tensor:
+        tower.eval()
+        with torch.no_grad():
+            out = []
+            for i in range(0, len(x), 128):
+                e = tower(x[i : i + 128]).embedding
+                out.append(head(split_gaussian(e)[0] if probabilistic else e).float())
+        return torch.cat(out)
+
+    def macro(tower: torch.nn.Module, head: torch.nn.Module, split: str) -> float:
+        x, y = data[split]
+        return float(multilabel_auroc(scores(tower, head, x), y, class_names=list(classes), warn=False)["macro"])
+
+    for fraction in fractions:
+        for seed in seeds:
+            idx = probe_subset_indices(torch.nan_to_num(ytr, nan=0.0), fraction, seed, multilabel=True)
+            torch.manual_seed(seed)
+            tower = copy.deepcopy(model.towers["image"]).float()
+            with torch.no_grad():
+                width = tower(xtr[:2]).embedding.shape[-1] // (2 if probabilistic else 1)
+            head = torch.nn.Linear(width, len(classes))
+            opt = torch.optim.AdamW([*tower.parameters(), *head.parameters()], lr=lr, weight_decay=weight_decay)
+            g = torch.Generator().manual_seed(seed)
+            best = (macro(tower, head, "val"), 0, copy.deepcopy((tower.state_dict(), head.state_dict())))
+            curve = {0: best[0]}
+            for step in range(1, steps + 1):
+                tower.train()
+                pick = idx[torch.randint(0, len(idx), (min(batch_size, len(idx)),), generator=g)]
+                e = tower(xtr[pick]).embedding
+                logits = head(split_gaussian(e)[0] if probabilistic else e)
+                y = ytr[pick]
+                known = ~torch.isnan(y)
+                loss = F.binary_cross_entropy_with_logits(logits[known], y[known])
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                if step % eval_every == 0 or step == steps:
+                    curve[step] = macro(tower, head, "val")
+                    if curve[step] > best[0]:  # NaN never wins
+                        best = (curve[step], step, copy.deepcopy((tower.state_dict(), head.state_dict())))
+            tower.load_state_dict(best[2][0])
+            head.load_state_dict(best[2][1])
+            runs.append({"fraction": float(fraction), "seed": int(seed), "n_train": int(len(idx)),
+                         "best_step": best[1], "val_metric": best[0], "test_metric": macro(tower, head, "test"),
+                         "val_curve": curve})  # fmt: skip
+    return runs
 
 
 def summarise(rows: Sequence[Mapping[str, Any]]) -> pd.DataFrame:

@@ -108,6 +108,8 @@ def demo_suite(root: Path, image_size: int = 64) -> Any:
                      "disjoint (first draft)": disjoint_prompts()},
         image={"size": image_size}, seeds=[42, 0, 1], fractions=[0.01, 0.1, 1.0], probe_weight_decays=[1e-3, 1e-1, 1.0],
         probe_max_iter=50,
+        # Full fine-tuning at 10 % and 100 % with one seed (5 models x 2 runs keep the demo's evaluation short).
+        finetune_steps=100, finetune_fractions=[0.1, 1.0], finetune_seeds=[42], finetune_lr=3e-4, finetune_eval_every=20,
     )  # fmt: skip
 
 
@@ -239,6 +241,8 @@ def run_demo(ctx: Any) -> Any:
         metrics[f"{m}: zero-shot AUROC disjoint"] = round(get(m, "zero-shot [disjoint]"), 4)
         metrics[f"{m}: zero-shot AUROC disjoint first draft"] = round(get(m, "zero-shot [disjoint (first draft)]"), 4)
         metrics[f"{m}: linear probe 100% AUROC"] = round(get(m, "linear probe 1"), 4)
+        metrics[f"{m}: fine-tune 100% AUROC"] = round(get(m, "fine-tune 1"), 4)
+        metrics[f"{m}: fine-tune 10% AUROC"] = round(get(m, "fine-tune 0.1"), 4)
     for suffix in ("", " 95% CI low", " 95% CI high"):
         metrics[f"ProbMed: uncertainty AUROC for wrong top-1 retrieval{suffix}"] = round(
             get("ProbMed", "uncertainty", f"AUROC(Σσ² → wrong top-1 i→t){suffix}"), 4
