@@ -429,11 +429,12 @@ def full_finetune(
 
     def scores(tower: torch.nn.Module, head: torch.nn.Module, x: Tensor) -> Tensor:
         tower.eval()
+        dev = next(head.parameters()).device
         with torch.no_grad():
             out = []
             for i in range(0, len(x), 128):
-                e = tower(x[i : i + 128]).embedding
-                out.append(head(split_gaussian(e)[0] if probabilistic else e).float())
+                e = tower(x[i : i + 128].to(dev)).embedding
+                out.append(head(split_gaussian(e)[0] if probabilistic else e).float().cpu())
         return torch.cat(out)
 
     def macro(tower: torch.nn.Module, head: torch.nn.Module, split: str) -> float:
@@ -445,9 +446,10 @@ def full_finetune(
             idx = probe_subset_indices(torch.nan_to_num(ytr, nan=0.0), fraction, seed, multilabel=True)
             torch.manual_seed(seed)
             tower = copy.deepcopy(model.towers["image"]).float()
+            dev = next(tower.parameters()).device  # train where the checkpoint lives (CPU or an accelerator)
             with torch.no_grad():
-                width = tower(xtr[:2]).embedding.shape[-1] // (2 if probabilistic else 1)
-            head = torch.nn.Linear(width, len(classes))
+                width = tower(xtr[:2].to(dev)).embedding.shape[-1] // (2 if probabilistic else 1)
+            head = torch.nn.Linear(width, len(classes)).to(dev)
             opt = torch.optim.AdamW([*tower.parameters(), *head.parameters()], lr=lr, weight_decay=weight_decay)
             g = torch.Generator().manual_seed(seed)
             best = (macro(tower, head, "val"), 0, copy.deepcopy((tower.state_dict(), head.state_dict())))
@@ -455,9 +457,9 @@ def full_finetune(
             for step in range(1, steps + 1):
                 tower.train()
                 pick = idx[torch.randint(0, len(idx), (min(batch_size, len(idx)),), generator=g)]
-                e = tower(xtr[pick]).embedding
+                e = tower(xtr[pick].to(dev)).embedding
                 logits = head(split_gaussian(e)[0] if probabilistic else e)
-                y = ytr[pick]
+                y = ytr[pick].to(dev)
                 known = ~torch.isnan(y)
                 loss = F.binary_cross_entropy_with_logits(logits[known], y[known])
                 opt.zero_grad(set_to_none=True)
