@@ -64,6 +64,32 @@ CONFIGS: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {
         },
         {},
     ),
+    # Attenuation difficulty over plausible matches (same finding labels), not the exact pair.
+    "probmed_sent1_atten2_lab": (
+        "probmed",
+        {"sentence_weight": 1.0, "attenuation_weight": 2.0, "attenuation_partners": "labels"},
+        {},
+    ),
+    "probmed_sent1_atten0.5_lab": (
+        "probmed",
+        {"sentence_weight": 1.0, "attenuation_weight": 0.5, "attenuation_partners": "labels"},
+        {},
+    ),
+    "probmed_sent1_atten4_lab": (
+        "probmed",
+        {"sentence_weight": 1.0, "attenuation_weight": 4.0, "attenuation_partners": "labels"},
+        {},
+    ),
+    "probmed_sent1_atten2_lab_lv3": (
+        "probmed",
+        {
+            "sentence_weight": 1.0,
+            "attenuation_weight": 2.0,
+            "attenuation_partners": "labels",
+            "lr_multipliers": {"towers.image.head.logvar": 3.0, "towers.text.head.logvar": 3.0},
+        },
+        {},
+    ),
     # Reports embedded as the mean of their sentence embeddings (core TextTower(sentence_mean=True)).
     "clip_sentmean": ("clip", {}, {"sentence_mean": True}),
     "probmed_sentmean": ("probmed", {}, {"sentence_mean": True}),
@@ -82,12 +108,12 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0, help="pretraining seed (the phantom data keep seed 0)")
     ap.add_argument("--clean", action="store_true", help="phantom data without degraded images (the demo's, v1)")
+    ap.add_argument("--degrade", type=float, default=0.2, help="fraction of degraded phantoms unless --clean")
     ap.add_argument("--text-cache", default="runs/medical-sweep/text_cache.pt", help="frozen MiniLM outputs, reused")
     args = ap.parse_args()
     if args.list:
         print("\n".join(CONFIGS))
         return
-    import vlp_medical.demo as demo
     from vlp_medical.bench import load_index
     from vlp_medical.demo import (
         DEMO_SCALES,
@@ -98,11 +124,12 @@ def main() -> None:
         warm_text_tower,
     )
 
-    if not args.clean:  # 20 % degraded phantoms (the sweep's "v2" data)
-        demo.DATA_VERSION, demo.DEGRADE_FRACTION = "v2", 0.2
     cfg = DEMO_SCALES["small"]
     torch.set_num_threads(args.threads)
-    root = prepare_demo_data(Path(args.data), cfg["n_images"], 0, False)
+    # --clean: the main demo table's phantoms; else --degrade of the films degraded (the uncertainty study: 0.1)
+    root = prepare_demo_data(
+        Path(args.data), cfg["n_images"], 0, False, degrade_fraction=0.0 if args.clean else args.degrade
+    )
     index = load_index(demo_suite(root, cfg["image_size"]))
     cache = Path(args.text_cache)
     frozen = warm_text_tower(index, preload=torch.load(cache, weights_only=True) if cache.is_file() else None)

@@ -57,6 +57,7 @@ def test_bench_cli_compares_checkpoints(tree: Path, tmp_path: Path, capsys: pyte
         assert v[f"{auc} 95% CI low"] <= v[auc] <= v[f"{auc} 95% CI high"], v
         assert v["correct top-1 queries"] >= 1
     probe = summary[summary["task"] == "linear probe 1"]
+    assert set(probe["method"]) == {"clip", "probmed"}  # every task for every checkpoint
     assert (probe["n"] == 2).all()  # two seeds -> mean ± std
     assert summary["mean"].between(0, 90).all()
     runs = json.loads((tmp_path / "res" / "bench.json").read_text())

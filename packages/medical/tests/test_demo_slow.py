@@ -6,10 +6,13 @@ correlating with retrieval errors. Measured (`VLP_DEMO_THREADS=1 uv run vlp demo
 runs, identical): best class names 0.861 (ProbMed with the sentence term), best disjoint (validation-chosen
 wording) 0.815 (CLIP), controls 0.46-0.51, linear probe 0.97; with two threads 0.863 / 0.823. The run is
 bit-reproducible for a pinned thread count, so the test pins one thread and asserts the two zero-shot targets
-themselves. ProbMed's uncertainty-vs-wrong-top-1 AUROC (0.617 here, 0.534 with two threads, 0.43-0.49 in earlier
-unseeded runs; with two threads its bootstrap 95 % CI is 0.42-0.64) is not a robust correlation: MISSED, only
-checked to be defined and inside its CI. Full fine-tuning (one seed, 10 % / 100 %) is guarded at a level below
-what it reaches (0.90-0.92 / 0.96-0.97 with two threads).
+themselves. ProbMed's uncertainty on these clean phantoms: Σσ² vs a wrong exact-pair top-1 0.617 (bootstrap 95 % CI
+0.503-0.720; 0.534, CI 0.42-0.64, with two threads), vs a top-1 report of other findings 0.338 (CI 0.271-0.407,
+anti-correlated: Σσ² learned report multiplicity, highest on normal films) — checked to be defined and inside its
+CI. The uncertainty study (ProbMed with same-findings matches in its attenuation term, on a tree with 10 % degraded
+films) is the target: Σσ² vs a wrong-findings top-1 0.758 (CI 0.697-0.815); asserted above 0.5 at the CI's lower
+end. Full fine-tuning (one seed, 10 % / 100 %) is guarded at a level below what it reaches (0.90-0.92 / 0.96-0.97
+with two threads).
 """
 
 from __future__ import annotations
@@ -45,4 +48,8 @@ def test_demo_meets_controls_and_keeps_its_level(tmp_path: Path, monkeypatch: py
         assert m[f"{variant}: fine-tune 10% AUROC"] >= 0.85, (variant, m)
     unc = "ProbMed: uncertainty AUROC for wrong top-1 retrieval"
     assert m[f"{unc} 95% CI low"] <= m[unc] <= m[f"{unc} 95% CI high"], m
+    # The issue's uncertainty target, met by the study (measured 0.758, CI 0.697-0.815 with one thread).
+    study = "uncertainty study (10% degraded films): ProbMed AUROC(Σσ² → wrong top-1 findings i→t)"
+    assert m[f"{study} 95% CI low"] > 0.5 and m[study] >= 0.65, m
+    assert (tmp_path / "out" / "uncertainty_study.json").is_file()
     assert (tmp_path / "out" / "bench.csv").is_file() and (tmp_path / "out" / "bench_auroc.png").is_file()

@@ -67,3 +67,24 @@ def test_finetune_fraction_subsets_and_unknown_labels() -> None:
     runs = full_finetune(model, data, ["a", "b"], fractions=[0.1, 1.0], seeds=[0], steps=10, eval_every=5)
     assert [r["n_train"] for r in runs] == [20, 200]
     assert all(torch.isfinite(torch.tensor(r["test_metric"])) for r in runs)
+
+
+def test_top1_findings_wrong_compares_label_vectors_of_the_retrieved_report() -> None:
+    from types import SimpleNamespace
+
+    from vlp_core.similarity import CosineSimilarity
+    from vlp_medical.bench import top1_findings_wrong
+
+    # Texts embed to fixed unit vectors; image i is closest to the text listed in `nearest`.
+    vocab = {"r0": [1.0, 0, 0], "r1": [0, 1.0, 0], "r2": [0, 0, 1.0]}
+    model = SimpleNamespace(similarity=CosineSimilarity(),
+                            encode_text=lambda ts: torch.tensor([vocab[t] for t in ts]))  # fmt: skip
+    texts = ["r0", "r1", "r2", "r0"]  # image 3 carries the same report as image 0
+    nan = float("nan")
+    labels = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, nan], [1.0, 0.0]])
+    nearest = ["r1", "r1", "r0", "r2"]  # 0: other report, same findings; 2 and 3: other findings
+    img = torch.tensor([vocab[t] for t in nearest]) + 0.01
+    wrong = top1_findings_wrong(model, img, labels, texts)
+    assert wrong.tolist() == [0.0, 0.0, 1.0, 1.0]
+    labels_nan = torch.tensor([[0.0, nan], [1.0, 0.0], [0.0, nan], [1.0, 0.0]])
+    assert top1_findings_wrong(model, img, labels_nan, texts)[2] == 0.0  # NaN matches NaN

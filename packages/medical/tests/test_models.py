@@ -189,3 +189,25 @@ def test_sentence_term_reads_report_sentences_with_shared_ids(method: str, tmp_p
     assert [t.name for t in back.losses] == [t.name for t in model.losses]
     with pytest.raises(ValueError, match="sentence_weight"):
         build_model("make", embed_dim=16, image_tower=TINY, sentence_weight=1.0)
+
+
+def test_attenuation_with_label_partners_reads_the_batch_labels(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    kw = {"embed_dim": 16, "image_tower": TINY, "text_max_length": 16, "attenuation_weight": 1.0}
+    model = build_model("probmed", attenuation_partners="labels", **kw)
+    batch = _batch()
+    same = {**batch, "labels": torch.zeros(4, 3)}  # every item a plausible match of every other
+    own = {**batch, "labels": torch.eye(4, 3)[[0, 1, 2, 3]] + torch.arange(4)[:, None]}  # all label vectors differ
+    model.eval()
+    with torch.no_grad():
+        loose, strict = model.compute_losses(same)["attenuation"], model.compute_losses(own)["attenuation"]
+        pair = build_model("probmed", **kw)
+        pair.load_state_dict(model.state_dict())
+        torch.testing.assert_close(pair.eval().compute_losses(batch)["attenuation"], strict)  # distinct = exact pair
+    assert not torch.allclose(loose, strict)
+    model.save_pretrained(tmp_path / "m")
+    back = MedicalPretrainer.from_pretrained(tmp_path / "m")
+    with torch.no_grad():
+        torch.testing.assert_close(back.eval().compute_losses(same)["attenuation"], loose)
+    with pytest.raises(ValueError, match="attenuation_partners"):
+        build_model("probmed", attenuation_partners="report", **kw)

@@ -219,3 +219,33 @@ def test_attenuation_gives_hard_items_more_variance_and_is_stationary_at_its_tar
     off = (torch.log(target)[:, None].repeat(1, d) + 0.3).requires_grad_()
     UncertaintyAttenuationLoss._term(torch.cat([torch.zeros(4, d), off], -1), difficulty, ref).backward()
     assert (off.grad > 0).all()  # too much variance everywhere: pushed down
+
+
+def test_attenuation_partners_follow_equal_label_vectors() -> None:
+    nan = float("nan")
+    labels = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, nan], [0.0, nan], [0.0, 1.0]])
+    pos = UncertaintyAttenuationLoss.partners(labels, 5, torch.device("cpu"))
+    expected = torch.tensor([[1, 1, 0, 0, 0], [1, 1, 0, 0, 0], [0, 0, 1, 1, 0], [0, 0, 1, 1, 0], [0, 0, 0, 0, 1]])
+    assert torch.equal(pos, expected.bool())  # NaN equals NaN only
+    assert torch.equal(UncertaintyAttenuationLoss.partners(None, 3, torch.device("cpu")), torch.eye(3).bool())
+
+
+def test_attenuation_difficulty_with_label_partners_matches_brute_force() -> None:
+    # Items 0 and 1 share findings: item 0 "retrieving" item 1's text is a plausible match, so its difficulty is
+    # -log(p_00 + p_01), computed here by hand; with the exact pair it is -log p_00.
+    a, b = _gauss(4, 8, 3, dtype=torch.float32), _gauss(4, 8, 4, dtype=torch.float32)
+    labels = torch.tensor([[1.0], [1.0], [0.0], [2.0]])
+    loss = UncertaintyAttenuationLoss()
+    p = (loss.scale * loss.similarity(a, b)).softmax(1)
+    pt = (loss.scale * loss.similarity(a, b)).T.softmax(1)
+    ce_a = -torch.log(torch.stack([p[0, 0] + p[0, 1], p[1, 0] + p[1, 1], p[2, 2], p[3, 3]]))
+    ce_b = -torch.log(torch.stack([pt[0, 0] + pt[0, 1], pt[1, 0] + pt[1, 1], pt[2, 2], pt[3, 3]]))
+    ref = 0.5 * (
+        UncertaintyAttenuationLoss._term(a, ce_a, loss.ref_logvar)
+        + UncertaintyAttenuationLoss._term(b, ce_b, loss.ref_logvar)
+    )
+    torch.testing.assert_close(loss(a, b, labels), ref)
+    exact = 0.5 * (UncertaintyAttenuationLoss._term(a, -p.diagonal().log(), loss.ref_logvar)
+                   + UncertaintyAttenuationLoss._term(b, -pt.diagonal().log(), loss.ref_logvar))  # fmt: skip
+    torch.testing.assert_close(loss(a, b), exact)
+    assert not torch.allclose(loss(a, b, labels), exact)

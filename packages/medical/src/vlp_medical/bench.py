@@ -22,7 +22,8 @@ the prompt sets and the seeds ({42, 0, 1} by default). For every checkpoint it r
 - **retrieval** image → report and report → image R@K on the test split (identical report texts count as the
   same item);
 - **uncertainty** (probabilistic checkpoints): AUROC of the image's Σσ² for predicting a wrong top-1
-  image → report retrieval.
+  image → report retrieval, twice: not the image's own report (exact pair), and a report whose finding labels
+  differ from the image's (plausible match, :func:`top1_findings_wrong`), each with a bootstrap 95 % CI.
 
 Zero-shot and retrieval are deterministic given a checkpoint (std 0, one value); the probe and the fine-tune vary
 with the seed. Segmentation is not part of this runner.
@@ -303,6 +304,60 @@ def _retrieval(model: Any, img: Tensor, texts: list[str], ks: Sequence[int]) -> 
     return out, i2t_ranks
 
 
+@torch.no_grad()
+def top1_findings_wrong(model: Any, img: Tensor, labels: Tensor, texts: list[str]) -> Tensor:
+    """Whether each image's top-1 report describes other findings than its own (PCME's "plausible match" view).
+
+    Many patients share a finding set, and their reports differ only in phrasing an image cannot show; an exact-pair
+    miss then says little about the image. Here a retrieval is wrong when the top-1 report's label vector (the
+    labels of an image that carries that report) differs from the query's, NaN (not mentioned / uncertain) counting
+    equal only to NaN.
+
+    Args:
+        model: a checkpoint with ``similarity`` and a text tower.
+        img: image embeddings ``[N, E]``.
+        labels: the images' labels ``[N, C]`` (the report of image ``i`` carries ``labels[i]``).
+        texts: the images' report texts (``N``).
+
+    Returns ``[N]`` float, 1 = the top-1 report's findings differ from the query's.
+    """
+    unique = sorted(set(texts))
+    first = {t: i for i, t in reversed(list(enumerate(texts)))}
+    txt = encode_texts(model, unique)
+    top = torch.cat([model.similarity(img[i : i + 512], txt).argmax(1) for i in range(0, len(img), 512)])
+    other = labels[torch.tensor([first[unique[j]] for j in top.tolist()], dtype=torch.long)]
+    same = (labels == other) | (torch.isnan(labels) & torch.isnan(other))
+    return (~same.all(1)).float()
+
+
+@torch.no_grad()
+def uncertainty_metrics(
+    model: Any, img: Tensor, labels: Tensor, texts: list[str], ranks: Tensor | None = None
+) -> dict[str, float]:
+    """AUROC of the images' Σσ² for predicting a wrong top-1 image→report retrieval, with a bootstrap 95 % CI
+    (1,000 resamples, seed 0) and the number of correct queries, for two notions of "wrong": not the image's own
+    report (exact pair, ``ranks > 1``) and a report of other findings (:func:`top1_findings_wrong`, suffix
+    ``" findings"``). A notion under which every query is right (or wrong) gives no rows.
+
+    Args:
+        model: a probabilistic checkpoint.
+        img: image embeddings ``[N, 2D]``; labels ``[N, C]``; texts: the images' reports.
+        ranks: image→text ranks ``[N]`` from :func:`_retrieval` (computed when ``None``).
+    """
+    if ranks is None:
+        ranks = _retrieval(model, img, texts, (1,))[1]
+    out: dict[str, float] = {}
+    u = uncertainty(img)
+    for tag, wrong in (("", (ranks > 1).float()), (" findings", top1_findings_wrong(model, img, labels, texts))):
+        if 0 < wrong.sum() < len(wrong):
+            # With few correct top-1 queries the AUROC is noisy: the CI says whether it is above 0.5.
+            metric = f"AUROC(Σσ² → wrong top-1{tag} i→t)"
+            ci = bootstrap_ci(binary_auroc, u, wrong, n=1000, seed=0)
+            out[metric], out[f"{metric} 95% CI low"], out[f"{metric} 95% CI high"] = ci["point"], ci["low"], ci["high"]
+            out[f"correct top-1{tag} queries"] = float(len(wrong) - wrong.sum())
+    return out
+
+
 def suite_datasets(suite: Suite, index: pd.DataFrame) -> dict[str, CxrTextDataset]:
     """Train/val/test datasets of a suite (fixed eval preprocessing, images cached after the first model)."""
     transform = CxrTransform(**suite.image)
@@ -350,14 +405,8 @@ def evaluate_model(
                 direction, metric = k.split("_", 1)
                 add(f"retrieval {'image→report' if direction == 'i2t' else 'report→image'}", metric, v)
         if getattr(model, "probabilistic", False):
-            wrong = (ranks > 1).float()
-            if 0 < wrong.sum() < len(wrong):
-                # With few correct top-1 queries the AUROC is noisy: its bootstrap CI says whether it is above 0.5.
-                ci = bootstrap_ci(binary_auroc, uncertainty(img), wrong, n=1000, seed=0)
-                add("uncertainty", "AUROC(Σσ² → wrong top-1 i→t)", ci["point"])
-                add("uncertainty", "AUROC(Σσ² → wrong top-1 i→t) 95% CI low", ci["low"])
-                add("uncertainty", "AUROC(Σσ² → wrong top-1 i→t) 95% CI high", ci["high"])
-                add("uncertainty", "correct top-1 queries", float(len(wrong) - wrong.sum()))
+            for metric, value in uncertainty_metrics(model, img, y, texts, ranks).items():
+                add("uncertainty", metric, value)
     feats = {r: (split_gaussian(sets[r][0])[0] if getattr(model, "probabilistic", False) else sets[r][0]) for r in sets}
     frames = {r: pd.DataFrame(sets[r][1].numpy(), columns=suite.classes) for r in sets}
     table = linear_probe(feats["train"], frames["train"], feats["val"], frames["val"], feats["test"], frames["test"],

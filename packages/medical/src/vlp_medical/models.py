@@ -159,6 +159,7 @@ def build_model(
     sis_weight: float = 0.1,
     vib_weight: float = 1e-3,
     attenuation_weight: float = 0.0,
+    attenuation_partners: str = "pair",
     sentence_weight: float = 0.0,
     **kwargs: Any,
 ) -> MedicalPretrainer:
@@ -182,6 +183,8 @@ def build_model(
         vib_weight: weight of the VIB term.
         attenuation_weight: ProbMed only: weight of :class:`~vlp_medical.prob.UncertaintyAttenuationLoss` (variance
             that follows each item's matching difficulty; 0 = off).
+        attenuation_partners: what counts as a match in that difficulty: ``"pair"`` (its own report only) or
+            ``"labels"`` (any item of the batch with the same finding labels, the batch's ``"labels"``).
         sentence_weight: CLIP and ProbMed: weight of a sentence-level term, a multi-positive InfoNCE (core
             :class:`~vlp_core.losses.MultiPositiveClipLoss`, in the method's similarity) between each image and the
             single sentences of its own report, passed as the batch's ``"aspects"`` (``CxrTextDataset(texts=
@@ -191,6 +194,8 @@ def build_model(
     """
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    if attenuation_partners not in ("pair", "labels"):
+        raise ValueError(f"attenuation_partners must be 'pair' or 'labels', got {attenuation_partners!r}")
     spec = dict(image_tower or {})
     if "class_path" in spec:
         image: nn.Module = from_config(spec)
@@ -220,8 +225,11 @@ def build_model(
             LossTerm("vib", VIBLoss(), weight=vib_weight, inputs=("image", "text")),
         ]
         if method == "probmed" and attenuation_weight > 0:
+            inputs: Any = ("image", "text")
+            if attenuation_partners == "labels":
+                inputs = {"a": "image", "b": "text", "labels": "batch:labels"}
             losses.append(LossTerm("attenuation", UncertaintyAttenuationLoss(), weight=attenuation_weight,
-                                   inputs=("image", "text")))  # fmt: skip
+                                   inputs=inputs))  # fmt: skip
     if sentence_weight > 0:
         if method not in ("clip", "probmed"):
             raise ValueError(f"sentence_weight applies to 'clip' and 'probmed', not {method!r}")

@@ -373,11 +373,16 @@ class UncertaintyAttenuationLoss(Configurable, nn.Module):
     ``mean_d σ²_i = exp(ref_logvar) · r_i``: items that are hard to match get proportionally larger variance, the
     batch average stays at the reference scale.
 
+    With ``labels`` (finding labels of the batch, ``[B, K]``, NaN = not mentioned) the match is a *plausible* one
+    (PCME's view): every item whose label vector equals item ``i``'s counts as a partner, ``ℓ_i = -log Σ_{j ∈ P(i)}
+    softmax_j``. Difficulty then means "its findings are hard to tell", not "its report's phrasing is one of many
+    near-duplicates" — the latter is what an exact-pair loss rewards with variance, and an image cannot show it.
+
     Args:
         scale: logit scale of the per-item cross-entropies (``PS`` lies in ``[0, 1]``).
         ref_logvar: reference log σ² (the probabilistic towers' initial value).
 
-    Shapes: ``a``, ``b``: paired ``[B, 2D]``. Returns a scalar loss.
+    Shapes: ``a``, ``b``: paired ``[B, 2D]``; ``labels``: optional ``[B, K]``. Returns a scalar loss.
     """
 
     def __init__(self, scale: float = 20.0, ref_logvar: float = -2.5) -> None:
@@ -386,16 +391,27 @@ class UncertaintyAttenuationLoss(Configurable, nn.Module):
         self.similarity = HellingerSimilarity(chunk_size=None)
 
     @staticmethod
+    def partners(labels: Tensor | None, n: int, device: torch.device) -> Tensor:
+        """``[B, B]`` bool: the pair itself, plus (with ``labels``) every item with an equal label vector."""
+        eye = torch.eye(n, dtype=torch.bool, device=device)
+        if labels is None:
+            return eye
+        lab = labels.float()
+        nan = torch.isnan(lab)
+        equal = (lab[:, None] == lab[None]) | (nan[:, None] & nan[None])
+        return eye | equal.all(-1)
+
+    @staticmethod
     def _term(emb: Tensor, difficulty: Tensor, ref_logvar: float) -> Tensor:
         logvar = split_gaussian(emb)[1]
         u = torch.logsumexp(logvar, -1) - math.log(logvar.shape[-1]) - ref_logvar  # log mean σ² - reference
         r = difficulty / difficulty.mean().clamp_min(1e-8)
         return (r * torch.exp(-u) + u).mean()
 
-    def forward(self, a: Tensor, b: Tensor) -> Tensor:
+    def forward(self, a: Tensor, b: Tensor, labels: Tensor | None = None) -> Tensor:
         with torch.no_grad():
             logits = self.scale * self.similarity(a.float(), b.float())
-            target = torch.arange(a.shape[0], device=a.device)
-            ce_a = F.cross_entropy(logits, target, reduction="none")
-            ce_b = F.cross_entropy(logits.T, target, reduction="none")
+            pos = self.partners(labels, a.shape[0], a.device)
+            ce_a = -(logits.log_softmax(1).masked_fill(~pos, -math.inf).logsumexp(1))
+            ce_b = -(logits.T.log_softmax(1).masked_fill(~pos.T, -math.inf).logsumexp(1))
         return 0.5 * (self._term(a, ce_a, self.ref_logvar) + self._term(b, ce_b, self.ref_logvar))
