@@ -376,9 +376,9 @@ _VAL_CACHE: dict[tuple[int, int], Any] = {}
 def validation_metrics(model: Any, index: pd.DataFrame, image_size: int, split: str = "validate") -> dict[str, float]:
     """Selection metrics on the validation split (never the test split): zero-shot macro AUROC for every prompt
     set of :func:`all_prompt_sets` with both prompt combinations, retrieval R@1/R@10 image→report and, for
-    probabilistic models, the AUROC of Σσ² for a wrong top-1 image→report retrieval (plus its text-side twin)."""
-    from vlp_core.eval import binary_auroc, multilabel_auroc
-    from vlp_medical.bench import _retrieval, encode_images, top1_findings_wrong, zero_shot_scores
+    probabilistic models, the AUROC of Σσ² for a wrong top-1 image→report retrieval (exact pair and other findings)."""
+    from vlp_core.eval import multilabel_auroc
+    from vlp_medical.bench import _retrieval, encode_images, uncertainty_metrics, zero_shot_scores
     from vlp_medical.datasets import CxrTextDataset
     from vlp_medical.prob import uncertainty
     from vlp_medical.transforms import CxrTransform
@@ -403,17 +403,13 @@ def validation_metrics(model: Any, index: pd.DataFrame, image_size: int, split: 
     ret, ranks = _retrieval(model, img, texts, (1, 10))
     out["val i2t R@1"], out["val i2t R@10"] = round(ret["i2t_R@1"], 4), round(ret["i2t_R@10"], 4)
     if getattr(model, "probabilistic", False):
-        wrong = (ranks > 1).float()
+        res = uncertainty_metrics(model, img, y, texts, ranks)
+        n = len(texts)
+        for tag, label in (("", ""), (" findings", " (findings)")):
+            correct = res.get(f"correct top-1{tag} queries")
+            out[f"val wrong top-1{tag} fraction"] = round(1 - correct / n, 4) if correct is not None else float("nan")
+            out[f"val uncertainty AUROC{label}"] = round(res.get(f"AUROC(Σσ² → wrong top-1{tag} i→t)", float("nan")), 4)
         u = uncertainty(img)
-        out["val wrong top-1 fraction"] = round(float(wrong.mean()), 4)
-        out["val uncertainty AUROC"] = (
-            round(binary_auroc(u, wrong), 4) if 0 < wrong.sum() < len(wrong) else float("nan")
-        )
-        wrong_f = top1_findings_wrong(model, img, y, texts)
-        out["val wrong top-1 findings fraction"] = round(float(wrong_f.mean()), 4)
-        out["val uncertainty AUROC (findings)"] = (
-            round(binary_auroc(u, wrong_f), 4) if 0 < wrong_f.sum() < len(wrong_f) else float("nan")
-        )
         out["val image Σσ² mean"], out["val image Σσ² std"] = round(float(u.mean()), 5), round(float(u.std()), 5)
     return out
 
