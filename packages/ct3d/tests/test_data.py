@@ -186,3 +186,20 @@ def test_disjoint_prompts_never_occur_in_reports(fake_root: Path) -> None:
             hits = [g for g in grams if g in vocab or reports.str.contains(g, regex=False).any()]
             assert not hits, f"{cls}: prompt {text!r} shares {hits} with the report wording"
             assert cls.lower() not in text.lower()
+
+
+def test_negative_prob_controls_the_stated_negatives() -> None:
+    from vlp_ct3d.synth import _NEG, phantom_report
+
+    negatives = {s for phrases in _NEG.values() for s in phrases}
+    findings = {"cardiomegaly": {"scale": 1.4}}
+    for p, expected in ((0.0, 0), (1.0, len(FINDINGS) - 1)):
+        for seed in range(5):
+            fin, imp = phantom_report(findings, np.random.default_rng(seed), negative_prob=p)
+            assert sum(s in fin for s in negatives) == expected, (p, fin)
+            assert "heart" in fin.lower() or "cardiomegaly" in fin.lower()
+    reports = [phantom_report({}, np.random.default_rng(k), 0.5)[0] for k in range(200)]
+    stated = [sum(n in fin for n in negatives) for fin in reports]
+    assert 2.5 < np.mean(stated) < 3.5  # six absent findings, each stated with p = 0.5
+    with pytest.raises(ValueError, match="negative_prob"):
+        phantom_report(findings, np.random.default_rng(0), negative_prob=1.5)

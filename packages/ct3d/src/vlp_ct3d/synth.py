@@ -256,13 +256,18 @@ def _fill(t: str, p: dict[str, Any]) -> str:
     return s[0].upper() + s[1:]
 
 
-def phantom_report(findings: dict[str, dict[str, Any]], rng: np.random.Generator) -> tuple[str, str]:
-    """``(Findings_EN, Impressions_EN)`` stating every positive and negative with varied phrasing."""
+def phantom_report(
+    findings: dict[str, dict[str, Any]], rng: np.random.Generator, negative_prob: float = 0.85
+) -> tuple[str, str]:
+    """``(Findings_EN, Impressions_EN)``: every positive and, each with probability ``negative_prob``, the negatives
+    (pertinent negatives), with varied phrasing."""
+    if not 0.0 <= negative_prob <= 1.0:
+        raise ValueError(f"negative_prob must be in [0, 1], got {negative_prob}")
     sentences = [str(rng.choice(_NORMAL))]
     for name in rng.permutation(list(FINDINGS)):
         if name in findings:
             sentences.append(_fill(str(rng.choice(_POS[name])), findings[name]))
-        elif rng.random() < 0.85:  # most reports state most negatives
+        elif rng.random() < negative_prob:
             sentences.append(str(rng.choice(_NEG[name])))
     impression = [_fill(str(rng.choice(_IMPRESSION[n])), findings[n]) for n in FINDINGS if n in findings]
     return " ".join(sentences), " ".join(impression) if impression else "No acute abnormality."
@@ -278,6 +283,7 @@ def make_fake_ctrate(
     shape: tuple[int, int, int] = (40, 40, 32),
     spacing: tuple[float, float, float] = (8.0, 8.0, 10.0),
     progress: bool = False,
+    negative_prob: float = 0.85,
 ) -> Path:
     """Write phantoms + reports/labels/metadata CSVs in the CT-RATE layout.
 
@@ -293,10 +299,13 @@ def make_fake_ctrate(
         shape: grid size.
         spacing: voxel size (mm).
         progress: progress bar.
+        negative_prob: probability that a report states a given absent finding ("No pleural effusion.").
     """
     import nibabel as nib
     from tqdm.auto import tqdm
 
+    if not 0.0 <= negative_prob <= 1.0:
+        raise ValueError(f"negative_prob must be in [0, 1], got {negative_prob}")
     if storage not in ("fixed", "raw"):
         raise ValueError(f"storage must be 'fixed' or 'raw', got {storage!r}")
     root = Path(root)
@@ -329,7 +338,7 @@ def make_fake_ctrate(
                 img.header.set_slope_inter(3.0, 7.0)  # deliberately meaningless, as in CT-RATE v1 headers
                 slope, intercept = 1.0, -1024.0
             nib.save(img, str(folder / name))
-            fin, imp = phantom_report(f, rng)
+            fin, imp = phantom_report(f, rng, negative_prob)
             reports.append({"VolumeName": name, "ClinicalInformation_EN": "Not given.",
                             "Technique_EN": "Non-contrast chest CT.", "Findings_EN": fin, "Impressions_EN": imp})  # fmt: skip
             row = {"VolumeName": name, **{c: 0 for c in CTRATE_LABELS}}
@@ -346,6 +355,7 @@ def make_fake_ctrate(
             (root / sub).mkdir(parents=True, exist_ok=True)
             pd.DataFrame(rows).to_csv(root / sub / fname, index=False)
     (root / "PHANTOMS.txt").write_text(
-        f"vlp-ct3d phantoms seed={seed} storage={storage} shape={shape} spacing={spacing}\n"
+        f"vlp-ct3d phantoms seed={seed} storage={storage} shape={shape} spacing={spacing} "
+        f"negative_prob={negative_prob}\n"
     )
     return root
