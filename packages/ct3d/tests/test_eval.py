@@ -6,7 +6,15 @@ import numpy as np
 import pytest
 import torch
 
-from vlp_ct3d.eval import jaccard_map_at_k, mean_average_precision, zeroshot_table
+from vlp_ct3d.eval import (
+    class_directions,
+    direction_alignment,
+    jaccard_map_at_k,
+    mean_average_precision,
+    prompt_directions,
+    zeroshot_alignment,
+    zeroshot_table,
+)
 
 
 def _brute_map(sim: np.ndarray, rel: np.ndarray, exclude_self: bool) -> float:
@@ -124,3 +132,79 @@ def test_sentence_term_treats_shared_sentences_as_positives_and_trains() -> None
     fit_clip(clip, VolumeTextSet(x, texts, torch.zeros(4, 2), sentences=True), max_steps=2, batch_size=4)
     after = next(iter(clip.towers["image"].parameters())).detach()
     assert not torch.equal(before, after)
+
+
+def test_class_directions_and_alignment_match_a_direct_computation() -> None:
+    g = torch.Generator().manual_seed(0)
+    e = torch.randn(40, 6, generator=g)
+    y = (torch.rand(40, 3, generator=g) < 0.4).long()
+    y[:, 2] = 1  # no negatives -> NaN row
+    d = class_directions(e, y)
+    en = e / e.norm(dim=1, keepdim=True)
+    for c in range(2):
+        ref = en[y[:, c] == 1].mean(0) - en[y[:, c] == 0].mean(0)
+        assert torch.allclose(d[c], ref / ref.norm(), atol=1e-6)
+    assert torch.isnan(d[2]).all()
+    a = direction_alignment(d[:2], 3 * d[:2])
+    assert torch.allclose(a, torch.tensor([[1.0, float(d[0] @ d[1])], [float(d[0] @ d[1]), 1.0]]), atol=1e-6)
+    with pytest.raises(ValueError, match="labels"):
+        class_directions(e, y[:10])
+
+
+def test_prompt_directions_rank_like_the_softmax_pair_scores() -> None:
+    """Ranking features by cosine with a pair's direction is the ranking the pair's softmax gives."""
+    from vlp_core.eval import multilabel_zero_shot
+
+    g = torch.Generator().manual_seed(1)
+    table = {t: torch.randn(5, generator=g) for t in ["a+", "a-", "b+", "b-"]}
+    enc = lambda texts: torch.stack([table[t] for t in texts])  # noqa: E731
+    prompts = {"a": (["a+"], ["a-"]), "b": (["b+"], ["b-"])}
+    dirs = prompt_directions(enc, prompts)
+    f = torch.randn(30, 5, generator=g)
+    scores = multilabel_zero_shot(f, enc, {k: v[0] for k, v in prompts.items()}, {k: v[1] for k, v in prompts.items()},
+                                  mode="diff")  # fmt: skip
+    cos = torch.nn.functional.normalize(f, dim=-1) @ dirs.T
+    for c in range(2):
+        assert torch.equal(scores[:, c].argsort(), cos[:, c].argsort())
+
+
+def test_zeroshot_alignment_is_high_on_the_diagonal_for_an_aligned_toy_model() -> None:
+    """A toy 'model' whose text and volume embeddings put finding k on axis k: every diagonal entry is 1."""
+    axes = torch.eye(4)
+
+    class _Text:
+        def __call__(self, texts):
+            from vlp_core.towers.base import TowerOutput
+
+            rows = []
+            for t in texts:
+                v = axes[3].clone()
+                for k, name in enumerate(["alpha", "beta", "gamma"]):
+                    if f"{name} is present" in t or f"{name}." in t:
+                        v += axes[k]
+                rows.append(v)
+            return TowerOutput(torch.stack(rows), None)
+
+        def eval(self):
+            return self
+
+        training = False
+
+        def train(self, mode=True):
+            return self
+
+    class _Model:
+        towers = {"text": _Text()}
+
+    names = ["alpha", "beta", "gamma"]
+    prompts = {n: ([f"{n} is present."], [f"{n} is not present."]) for n in names}
+    g = torch.Generator().manual_seed(2)
+    y = (torch.rand(60, 3, generator=g) < 0.5).long()
+    reports = [" ".join(f"{n}." for k, n in enumerate(names) if y[i, k]) + " done" for i in range(60)]
+    vol = y.float() @ axes[:3] + axes[3] + 0.01 * torch.randn(60, 4, generator=g)
+    out = zeroshot_alignment(_Model(), prompts, reports, y, vol, y)
+    assert set(out) == {"prompt vs report", "report vs volume", "prompt vs volume"}
+    for m in out.values():
+        assert m.shape == (3, 3)
+        assert (m.diagonal() > 0.9).all(), m
+        assert (m.diagonal()[:, None] > m + 1e-6).sum() >= 6  # each diagonal entry beats the off-diagonal ones

@@ -28,6 +28,10 @@ __all__ = [
     "mean_average_precision",
     "retrieval_report",
     "write_table",
+    "class_directions",
+    "prompt_directions",
+    "direction_alignment",
+    "zeroshot_alignment",
 ]
 
 
@@ -107,6 +111,83 @@ def zeroshot_table(
                   "n_pos": int(res["n_positives"][c]), "n_neg": int(res["n_negatives"][c])}  # fmt: skip
     return {"macro_auroc": float(res["macro"]), "ci_low": float(ci.get("low", float("nan"))),
             "ci_high": float(ci.get("high", float("nan"))), "per_class": per, "excluded": list(res["excluded"])}  # fmt: skip
+
+
+def class_directions(embeddings: Tensor, labels: Tensor) -> Tensor:
+    """Per-class direction of an embedding set: ``normalize(mean(ê | y_c = 1) − mean(ê | y_c = 0))`` over the
+    L2-normalised rows ``ê``. A class without positives or without negatives gets a NaN row.
+
+    Shapes:
+        ``embeddings [N, D]``, ``labels [N, C]`` (0/1) → ``[C, D]``.
+    """
+    if embeddings.ndim != 2 or labels.ndim != 2 or len(embeddings) != len(labels):
+        raise ValueError(f"need embeddings [N, D] and labels [N, C], got {tuple(embeddings.shape)} and "
+                         f"{tuple(labels.shape)}")  # fmt: skip
+    e = torch.nn.functional.normalize(embeddings.float(), dim=-1)
+    y = labels.bool()
+    rows = []
+    for c in range(y.shape[1]):
+        pos, neg = y[:, c], ~y[:, c]
+        if not pos.any() or not neg.any():
+            rows.append(torch.full((e.shape[1],), float("nan")))
+            continue
+        rows.append(torch.nn.functional.normalize(e[pos].mean(0) - e[neg].mean(0), dim=0))
+    return torch.stack(rows)
+
+
+def prompt_directions(encode: EncodeFn, prompts: Mapping[str, tuple[Sequence[str], Sequence[str]]]) -> Tensor:
+    """Direction each positive/negative prompt pair scores along: ``normalize(p̂ − n̂)`` with ``p̂``, ``n̂`` the
+    normalised means of the normalised prompt embeddings (the softmax over the pair ranks volumes by their cosine
+    with exactly this vector, up to a positive factor).
+
+    Returns:
+        ``[C, D]`` in the order of ``prompts``.
+    """
+    rows = []
+    for pos, neg in prompts.values():
+        p = torch.nn.functional.normalize(
+            torch.nn.functional.normalize(encode(list(pos)).float(), dim=-1).mean(0), dim=0
+        )
+        n = torch.nn.functional.normalize(
+            torch.nn.functional.normalize(encode(list(neg)).float(), dim=-1).mean(0), dim=0
+        )
+        rows.append(torch.nn.functional.normalize(p - n, dim=0))
+    return torch.stack(rows)
+
+
+def direction_alignment(a: Tensor, b: Tensor) -> Tensor:
+    """Cosine matrix ``[C, C']`` between the rows of two direction sets (entry ``[k, j]``: direction ``k`` of ``a``
+    against direction ``j`` of ``b``)."""
+    return torch.nn.functional.normalize(a.float(), dim=-1) @ torch.nn.functional.normalize(b.float(), dim=-1).T
+
+
+def zeroshot_alignment(
+    model: Any,
+    prompts: Mapping[str, tuple[Sequence[str], Sequence[str]]],
+    reports: Sequence[str],
+    report_labels: Tensor,
+    volume_features: Tensor,
+    volume_labels: Tensor,
+) -> dict[str, Tensor]:
+    """Why a zero-shot class works or fails, as three ``[C, C]`` cosine matrices in the joint space (rows and
+    columns in the order of ``prompts``; a healthy class has a large diagonal entry that dominates its row):
+
+    - ``"prompt vs report"``: each prompt pair's direction against the report-label directions of the text
+      tower (does the pair point where reports with the finding lie?);
+    - ``"report vs volume"``: report-label against volume-label directions (did training align the finding?);
+    - ``"prompt vs volume"``: prompt-pair against volume-label directions, the quantity zero-shot scoring uses.
+
+    ``reports``/``report_labels`` are training reports; ``volume_features`` (tower embeddings) and
+    ``volume_labels`` any labelled volumes. A diagnostic: nothing here is fitted or selected. A finding the
+    features do not encode still gets a direction, made of whatever co-occurs with it in the sample (with ~100
+    volumes, chance co-occurrence alone gives cosines of ±0.3).
+    """
+    enc = lambda texts: encode_texts(model, list(texts))  # noqa: E731
+    p = prompt_directions(enc, prompts)
+    r = class_directions(enc(reports), report_labels)
+    v = class_directions(volume_features, volume_labels)
+    return {"prompt vs report": direction_alignment(p, r), "report vs volume": direction_alignment(r, v),
+            "prompt vs volume": direction_alignment(p, v)}  # fmt: skip
 
 
 def jaccard_map_at_k(features: Tensor, labels: Tensor, ks: Sequence[int] = (1, 5, 10)) -> dict[str, float]:

@@ -1,13 +1,14 @@
-"""PNGs of volumes: axial / coronal / sagittal mid-slices with the true aspect ratio."""
+"""PNGs: axial / coronal / sagittal mid-slices of volumes with the true aspect ratio; zero-shot alignment heatmaps."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-__all__ = ["plot_mid_slices"]
+__all__ = ["plot_mid_slices", "plot_alignment"]
 
 
 def plot_mid_slices(
@@ -38,6 +39,37 @@ def plot_mid_slices(
         ax.axis("off")
     if title:
         fig.suptitle(title[:110] + ("…" if len(title) > 110 else ""), fontsize=8)
+    fig.tight_layout()
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return out
+
+
+def plot_alignment(matrices: Mapping[str, Any], classes: Sequence[str], out: str | Path, title: str = "") -> Path:
+    """Heatmaps of :func:`vlp_ct3d.eval.zeroshot_alignment`'s ``[C, C]`` cosine matrices side by side, values
+    printed in the cells (rows: the first named direction set, columns: the second)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    short = [c if len(c) <= 12 else c[:11] + "." for c in classes]
+    fig, axes = plt.subplots(1, len(matrices), figsize=(4.2 * len(matrices), 4.2))
+    for ax, (name, m) in zip(np.atleast_1d(axes), matrices.items()):
+        m = np.asarray(m, dtype=float)
+        ax.imshow(m, cmap="RdBu_r", vmin=-1, vmax=1)
+        for (i, j), v in np.ndenumerate(m):
+            ax.text(j, i, "nan" if np.isnan(v) else f"{v:.2f}", ha="center", va="center", fontsize=7)
+        rows, cols = name.split(" vs ")
+        ax.set_title(name, fontsize=9)
+        ax.set_xticks(range(len(short)), short, rotation=60, ha="right", fontsize=7)
+        ax.set_yticks(range(len(short)), short, fontsize=7)
+        ax.set_xlabel(f"{cols} direction", fontsize=8)
+        ax.set_ylabel(f"{rows} direction", fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
