@@ -6,6 +6,10 @@ by zero-shot macro AUROC on the validation part with the class-name prompt pairs
 demo's held-out (``valid``) phantoms are never read.
 
     uv run python benchmarks/ct3d_zeroshot_variants.py --variants baseline text_mlp
+
+Each result also records the diagonals of :func:`vlp_ct3d.eval.zeroshot_alignment` on the validation part (the
+cosine between a class's prompt-pair direction, its training-report direction and its validation-volume direction);
+``--alignment`` prints the full matrices.
 """
 
 from __future__ import annotations
@@ -59,6 +63,7 @@ VARIANTS: dict[str, tuple[dict, dict, int]] = {
     ),
     "pool_max_batch64": ({"pooling": "max"}, {"sentence_prob": 0.5}, 300, 64),
     "pool_max_batch96_steps200": ({"pooling": "max"}, {"sentence_prob": 0.5}, 200, 96),
+    "pool_max_steps1500": ({}, {"sentence_prob": 0.5}, 1500),
 }
 
 
@@ -69,13 +74,15 @@ def main() -> None:
     ap.add_argument("--out", default="runs/ct3d-variants.json")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--n_train", type=int, default=None, help="training phantoms (default: the demo's)")
+    ap.add_argument("--alignment", action="store_true", help="print the three zero-shot alignment matrices")
+    ap.add_argument("--negative_prob", type=float, default=None, help="reports' negative-statement probability")
     args = ap.parse_args()
     import numpy as np
     import torch
 
     from vlp_ct3d.ctrate import ctrate_index
     from vlp_ct3d.demo import DEMO_SCALES, _zeroshot_rows, prepare_demo_data
-    from vlp_ct3d.eval import encode_volumes
+    from vlp_ct3d.eval import encode_volumes, zeroshot_alignment
     from vlp_ct3d.models import build_ct_clip
     from vlp_ct3d.synth import CLASS_PROMPTS, DEMO_CLASSES, DISJOINT_PROMPTS
     from vlp_ct3d.train import VolumeTextSet, fit_clip, load_split
@@ -83,7 +90,9 @@ def main() -> None:
     torch.set_num_threads(2)
     cfg = DEMO_SCALES["small"]
     n_train = args.n_train or cfg["n_train"]
-    root = prepare_demo_data(Path(args.data_dir), n_train, cfg["n_valid"], args.seed, progress=False)
+    root = prepare_demo_data(
+        Path(args.data_dir), n_train, cfg["n_valid"], args.seed, progress=False, negative_prob=args.negative_prob
+    )
     train_df = ctrate_index(root, "train")  # the held-out "valid" split is not indexed here
     x, t, y, _ = load_split(train_df, "demo", Path(args.data_dir) / "preprocessed-demo", list(DEMO_CLASSES))
     val = torch.from_numpy(np.array([int(p.split("_")[1]) % 5 == 0 for p in train_df["patient"].to_numpy()]))
@@ -105,9 +114,21 @@ def main() -> None:
         rows = _zeroshot_rows({name: clip}, feats, prompt_sets)
         key = name if args.seed == 0 else f"{name}@seed{args.seed}"
         key = key if n_train == cfg["n_train"] else f"{key}@n{n_train}"
+        key = key if args.negative_prob is None else f"{key}@neg{args.negative_prob:g}"
         per_class = {f"{r['prompts']} {c}": round(r[c], 3) for r in rows for c in DEMO_CLASSES if c in r}
+        # Diagnostic: finding directions of the class-name pairs / training reports / validation volumes.
+        align = zeroshot_alignment(clip, CLASS_PROMPTS, [texts[i] for i in fit_i], y[fit_i], *feats[name])
         results[key] = {r["prompts"]: round(r["macro AUROC"], 4) for r in rows} | {"steps": steps, "batch": batch,
                                                                                  "train s": round(wall, 1)}  # fmt: skip
+        results[key] |= {f"alignment {k} (diagonal)": [round(float(v), 2) for v in m.diagonal()]
+                         for k, m in align.items()}  # fmt: skip
+        if args.alignment:
+            for k, m in align.items():
+                print(
+                    f"{key}: {k} (rows {k.split(' vs ')[0]}, columns {k.split(' vs ')[1]}; {', '.join(DEMO_CLASSES)})"
+                )
+                print(markdown_table(["", *[c[:6] + "." for c in DEMO_CLASSES]],
+                                     [[c, *[f"{float(v):.2f}" for v in row]] for c, row in zip(DEMO_CLASSES, m)]))  # fmt: skip
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(results, indent=2))
         print(key, results[key], per_class, flush=True)

@@ -31,16 +31,21 @@ DEMO_SCALES: dict[str, dict[str, Any]] = {
               "vae_batch": 4, "diff_steps": 3000, "diff_batch": 16, "n_generate": 200, "sample_steps": 30},
 }  # fmt: skip
 DATA_VERSION = "v2"
+NEGATIVE_PROB = 0.85
 CONTEXT_LENGTH = 64
 
 
-def prepare_demo_data(data_dir: Path, n_train: int, n_valid: int, seed: int, progress: bool = True) -> Path:
+def prepare_demo_data(
+    data_dir: Path, n_train: int, n_valid: int, seed: int, progress: bool = True, negative_prob: float | None = None
+) -> Path:
     """Generate (once) the phantom CT-RATE tree; returns its root."""
     from vlp_ct3d.synth import make_fake_ctrate
 
-    root = Path(data_dir) / f"ctrate-phantoms-{DATA_VERSION}-n{n_train}-{n_valid}-seed{seed}"
+    neg = NEGATIVE_PROB if negative_prob is None else negative_prob
+    tag = "" if neg == NEGATIVE_PROB else f"-neg{neg:g}"
+    root = Path(data_dir) / f"ctrate-phantoms-{DATA_VERSION}{tag}-n{n_train}-{n_valid}-seed{seed}"
     if not (root / "PHANTOMS.txt").is_file():
-        make_fake_ctrate(root, n_train=n_train, n_valid=n_valid, seed=seed, progress=progress)
+        make_fake_ctrate(root, n_train=n_train, n_valid=n_valid, seed=seed, progress=progress, negative_prob=neg)
     return root
 
 
@@ -72,11 +77,13 @@ def run_demo(ctx: Any) -> Any:
         linear_probe_auroc,
         retrieval_report,
         write_table,
+        zeroshot_alignment,
     )
     from vlp_ct3d.gen import LatentDiffusionModule, VAEModule
     from vlp_ct3d.genmetrics import clip_score, factual_correctness, fid, tower_extractor
     from vlp_ct3d.models import build_ct_clip
     from vlp_ct3d.pipeline import fit_diffusion, fit_vae, generate_volumes, psnr, text_context, write_volume
+    from vlp_ct3d.plot import plot_alignment
     from vlp_ct3d.synth import CLASS_PROMPTS, DEMO_CLASSES, DISJOINT_PROMPTS
     from vlp_ct3d.train import VolumeTextSet, fit_clip, load_split
     from vlp_ct3d.transforms import PRESETS
@@ -125,6 +132,14 @@ def run_demo(ctx: Any) -> Any:
                                (feats["CLIP"][0], y_te), classes)  # fmt: skip
     zs_rows.append({"model": "CLIP + linear probe", "prompts": "(supervised)", "macro AUROC": probe})
     retrieval = retrieval_report(feats["CLIP"][0], encode_texts(clip, t_te), y_te)
+    # Diagnostic (nothing selected on it): where the class-name pairs point in the joint space, against the
+    # finding directions of the training reports and of the held-out volumes.
+    alignment = zeroshot_alignment(clip, CLASS_PROMPTS, t_tr, y_tr, feats["CLIP"][0], y_te)
+    (out / "alignment.json").write_text(
+        json.dumps({"classes": classes, **{k: v.tolist() for k, v in alignment.items()}}, indent=1)
+    )
+    align_png = plot_alignment(alignment, classes, out / "alignment.png",
+                               "CLIP, class-name prompt pairs: cosine between finding directions (held-out volumes)")  # fmt: skip
     write_table(zs_rows, out, "zeroshot")
     write_table(retrieval, out, "retrieval")
     times["eval"] = time.perf_counter() - t
@@ -163,7 +178,7 @@ def run_demo(ctx: Any) -> Any:
         _, png = write_volume(generated[i], geometry, out / f"generated_{i}.nii.gz", title=prompts[i])
         figures.append(png)
     _, png = write_volume(x_te[0], geometry, out / "real_0.nii.gz", title="real phantom: " + prompts[0])
-    figures.append(png)
+    figures += [png, align_png]
 
     zs = {(r["model"], r["prompts"]): r["macro AUROC"] for r in zs_rows}
     metrics = {
@@ -192,6 +207,11 @@ def run_demo(ctx: Any) -> Any:
         "half of the training texts are one sentence of the report; the shuffled-pair control has the same schedule.",
         "",
         format_rows(zs_rows, cols),
+        "",
+        "Prompt-pair alignment (alignment.png): diagonal of 'prompt vs volume' (the direction each class-name pair scores "
+        "along against the held-out volumes' finding direction): "
+        + ", ".join(f"{c} {float(alignment['prompt vs volume'][i, i]):.2f}" for i, c in enumerate(classes))
+        + ".",
         "",
         f"VAE (AutoencoderKL 16-32-32, 4 latent channels, x4) {cfg['vae_steps']} steps; latent scale factor "
         f"{float(vae.scale_factor):.3f} (1/std over all training posterior means). Diffusion: rectified flow, "
