@@ -39,12 +39,7 @@ def plot_mid_slices(
         ax.axis("off")
     if title:
         fig.suptitle(title[:110] + ("…" if len(title) > 110 else ""), fontsize=8)
-    fig.tight_layout()
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=100)
-    plt.close(fig)
-    return out
+    return _save(fig, out)
 
 
 def plot_alignment(matrices: Mapping[str, Any], classes: Sequence[str], out: str | Path, title: str = "") -> Path:
@@ -70,6 +65,13 @@ def plot_alignment(matrices: Mapping[str, Any], classes: Sequence[str], out: str
         ax.set_ylabel(f"{rows} direction", fontsize=8)
     if title:
         fig.suptitle(title, fontsize=9)
+    return _save(fig, out)
+
+
+def _save(fig: Any, out: str | Path) -> Path:
+    """Lay out, write (creating the folder) and close a figure."""
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
