@@ -12,6 +12,7 @@ from vlp_ct3d.eval import (
     jaccard_map_at_k,
     mean_average_precision,
     prompt_directions,
+    report_text_zeroshot,
     zeroshot_alignment,
     zeroshot_table,
 )
@@ -208,3 +209,61 @@ def test_zeroshot_alignment_is_high_on_the_diagonal_for_an_aligned_toy_model() -
         assert m.shape == (3, 3)
         assert (m.diagonal() > 0.9).all(), m
         assert (m.diagonal()[:, None] > m + 1e-6).sum() >= 6  # each diagonal entry beats the off-diagonal ones
+
+
+class _TableTower(torch.nn.Module):
+    """A text tower that looks texts up in a table; its projection rescales the axes (not a rotation, so cosines
+    change)."""
+
+    def __init__(self, table: dict[str, torch.Tensor]) -> None:
+        super().__init__()
+        self.table = table
+        self.register_buffer("flip", torch.tensor([5.0, 0.1, 1.0, -2.0]))
+
+    def pooled(self, texts):
+        return torch.stack([self.table[t] for t in texts])
+
+    def forward(self, texts):
+        from vlp_core.towers.base import TowerOutput
+
+        return TowerOutput(self.pooled(texts) * self.flip)
+
+
+def test_report_text_zeroshot_matches_a_direct_computation_in_both_spaces() -> None:
+    from sklearn.metrics import roc_auc_score
+
+    g = torch.Generator().manual_seed(3)
+    reports = [f"report {i}" for i in range(60)]
+    table = {t: torch.randn(4, generator=g) for t in reports + ["a+", "a-", "b+", "b-"]}
+    y = (torch.rand(60, 2, generator=g) < 0.5).long()
+    prompts = {"a": (["a+"], ["a-"]), "b": (["b+"], ["b-"])}
+    tower = _TableTower(table)
+    for projected in (False, True):
+        res = report_text_zeroshot(tower, prompts, reports, y, projected=projected, batch_size=7)
+        scale = tower.flip if projected else torch.ones(4)
+        emb = lambda t, s=scale: torch.nn.functional.normalize(torch.stack([table[x] * s for x in t]), dim=-1)  # noqa: E731
+        r = emb(reports)
+        for c, name in enumerate(prompts):
+            score = r @ emb(prompts[name][0])[0] - r @ emb(prompts[name][1])[0]
+            ref = roc_auc_score(y[:, c].numpy(), score.numpy())
+            assert res["per_class"][name]["auroc"] == pytest.approx(ref, abs=1e-6)
+    # The projection rescales axes, so the two spaces really are scored separately.
+    assert report_text_zeroshot(tower, prompts, reports, y)["per_class"]["a"]["auroc"] != pytest.approx(
+        report_text_zeroshot(tower, prompts, reports, y, projected=True)["per_class"]["a"]["auroc"]
+    )
+    with pytest.raises(ValueError, match="reports x classes"):
+        report_text_zeroshot(tower, prompts, reports, y[:, :1])
+
+
+def test_report_text_zeroshot_ranks_reports_that_are_the_prompts_perfectly() -> None:
+    """With the real MiniLM: a report worded exactly as the positive prompt scores cos 1 − cos(pos, neg) > 0, one
+    worded as the negative prompt the opposite, so AUROC is exactly 1 (a sign or pairing bug gives 0)."""
+    from vlp_ct3d.models import CTTextTower
+
+    tower = CTTextTower(embed_dim=8)
+    prompts = {"Pleural effusion": (["Pleural effusion is present."], ["Pleural effusion is not present."])}
+    y = torch.tensor([[1], [0], [0], [1], [0]])
+    reports = [prompts["Pleural effusion"][0 if v else 1][0] for v in y[:, 0].tolist()]
+    for projected in (False, True):
+        assert report_text_zeroshot(tower, prompts, reports, y, projected=projected)["macro_auroc"] == 1.0
+    assert tower.training  # mode restored

@@ -75,6 +75,7 @@ def run_demo(ctx: Any) -> Any:
         encode_volumes,
         format_rows,
         linear_probe_auroc,
+        report_text_zeroshot,
         retrieval_report,
         write_table,
         zeroshot_alignment,
@@ -140,6 +141,11 @@ def run_demo(ctx: Any) -> Any:
     )
     align_png = plot_alignment(alignment, classes, out / "alignment.png",
                                "CLIP, class-name prompt pairs: cosine between finding directions (held-out volumes)")  # fmt: skip
+    # Diagnostic: the prompts scored against the training reports' own text (no volumes), with the language model
+    # alone and in the trained joint space: how much of each prompt set the text side can find in the reports.
+    text_side = {name: {space: report_text_zeroshot(clip, ps, t_tr, y_tr, projected=space == "joint space")
+                        for space in ("encoder", "joint space")} for name, ps in prompt_sets.items()}  # fmt: skip
+    (out / "text_side.json").write_text(json.dumps({"classes": classes, **text_side}, indent=1))
     write_table(zs_rows, out, "zeroshot")
     write_table(retrieval, out, "retrieval")
     times["eval"] = time.perf_counter() - t
@@ -196,6 +202,11 @@ def run_demo(ctx: Any) -> Any:
         "FID 3D (CLIP features)": round(fid3d, 4),
         "CLIP-score generated": round(cscore, 4),
         "CLIP-score real": round(cscore_real, 4),
+        **{
+            f"text side on training reports, {name}, {space}": round(r["macro_auroc"], 4)
+            for name, d in text_side.items()
+            for space, r in d.items()
+        },
         **{f"seconds {k}": round(v, 1) for k, v in times.items()},
     }
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
@@ -211,6 +222,13 @@ def run_demo(ctx: Any) -> Any:
         "Prompt-pair alignment (alignment.png): diagonal of 'prompt vs volume' (the direction each class-name pair scores "
         "along against the held-out volumes' finding direction): "
         + ", ".join(f"{c} {float(alignment['prompt vs volume'][i, i]):.2f}" for i, c in enumerate(classes))
+        + ".",
+        "Text side (text_side.json; the prompts scored against the training reports' own text, no volumes), macro "
+        "AUROC with MiniLM alone / in the trained joint space: "
+        + "; ".join(
+            f"{name} {d['encoder']['macro_auroc']:.3f} / {d['joint space']['macro_auroc']:.3f}"
+            for name, d in text_side.items()
+        )
         + ".",
         "",
         f"VAE (AutoencoderKL 16-32-32, 4 latent channels, x4) {cfg['vae_steps']} steps; latent scale factor "

@@ -32,6 +32,7 @@ __all__ = [
     "prompt_directions",
     "direction_alignment",
     "zeroshot_alignment",
+    "report_text_zeroshot",
 ]
 
 
@@ -188,6 +189,60 @@ def zeroshot_alignment(
     v = class_directions(volume_features, volume_labels)
     return {"prompt vs report": direction_alignment(p, r), "report vs volume": direction_alignment(r, v),
             "prompt vs volume": direction_alignment(p, v)}  # fmt: skip
+
+
+def report_text_zeroshot(
+    model: Any,
+    prompts: Mapping[str, tuple[Sequence[str], Sequence[str]]],
+    reports: Sequence[str],
+    labels: Tensor,
+    projected: bool = False,
+    batch_size: int = 64,
+) -> dict[str, Any]:
+    """Zero-shot scoring of the *reports' text* with the prompt pairs: how well the text side alone tells reports
+    with a finding from reports without it (no volumes involved). A diagnostic, nothing is fitted or selected.
+
+    Each report is scored like a volume, by cos(report, positive) − cos(report, negative) (the margin behind
+    :func:`zeroshot_scores`'s softmax, so the same AUROC), with report and prompts embedded by the text tower:
+    before its trained projection (``projected=False``: what the pretrained language model knows,
+    :meth:`~vlp_ct3d.models.CTTextTower.pooled`) or in the joint space (``projected=True``).
+    Volume zero-shot can only use the prompt-pair directions the text tower provides, so a class the prompts
+    cannot find in the reports' own wording is unlikely to be found in the volumes.
+
+    Args:
+        model: a CT CLIP (``towers["text"]``) or a text tower.
+        prompts: class → (positive prompts, negative prompts).
+        reports: ``N`` report texts.
+        labels: ``[N, C]`` report labels, columns in the order of ``prompts``.
+        projected: score in the joint space instead of the encoder's pooled space.
+
+    Returns:
+        :func:`zeroshot_table`'s dict (macro and per-class AUROC, no bootstrap).
+    """
+    from vlp_core.eval import multilabel_zero_shot
+
+    names = list(prompts)
+    if labels.ndim != 2 or labels.shape != (len(reports), len(names)):
+        raise ValueError(
+            f"labels must be [{len(reports)}, {len(names)}] (reports x classes), got {tuple(labels.shape)}"
+        )
+    tower = model.towers["text"] if hasattr(model, "towers") else model
+    embed = (lambda b: tower(b).embedding) if projected else tower.pooled
+
+    def enc(texts: Sequence[str]) -> Tensor:
+        return torch.cat(
+            [embed(list(texts[i : i + batch_size])).float().cpu() for i in range(0, len(texts), batch_size)]
+        )
+
+    was = tower.training
+    tower.eval()
+    try:
+        with torch.no_grad():
+            scores = multilabel_zero_shot(enc(list(reports)), enc, {c: list(prompts[c][0]) for c in names},
+                                          {c: list(prompts[c][1]) for c in names}, mode="diff")  # fmt: skip
+    finally:
+        tower.train(was)
+    return zeroshot_table(scores, labels, names, n_boot=0)
 
 
 def jaccard_map_at_k(features: Tensor, labels: Tensor, ks: Sequence[int] = (1, 5, 10)) -> dict[str, float]:

@@ -273,6 +273,14 @@ class CTTextTower(TextTower):
             self._checked.update(new)
         return super().tokenize(texts)
 
+    @torch.no_grad()
+    def pooled(self, texts: Sequence[str]) -> Tensor:
+        """The encoder's pooled embeddings ``[B, H]`` before the trained projection (the sentence-mean embedding
+        when the tower uses it): what the pretrained language model alone makes of the texts."""
+        if self.sentence_mean:
+            return self._sentence_mean(texts)[0]
+        return self.encode_hidden(texts)[0]
+
     def token_sequence(self, texts: Sequence[str], length: int | None = None) -> tuple[Tensor, Tensor]:
         """Projected token states for conditioning (diffusion cross-attention), padded to a fixed length.
 
