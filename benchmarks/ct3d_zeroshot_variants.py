@@ -64,6 +64,10 @@ VARIANTS: dict[str, tuple[dict, dict, int]] = {
     "pool_max_batch64": ({"pooling": "max"}, {"sentence_prob": 0.5}, 300, 64),
     "pool_max_batch96_steps200": ({"pooling": "max"}, {"sentence_prob": 0.5}, 200, 96),
     "pool_max_steps1500": ({}, {"sentence_prob": 0.5}, 1500),
+    # Sixth round: a non-linear text head reads the reports far better (benchmarks/ct3d_text_side.py).
+    "mlp_sp0.8": ({"text_proj": "mlp"}, {"sentence_prob": 0.8}, 300),
+    "mlp_steps900": ({"text_proj": "mlp"}, {"sentence_prob": 0.5}, 900),
+    "mlp_sp0.8_steps900": ({"text_proj": "mlp"}, {"sentence_prob": 0.8}, 900),
 }
 
 
