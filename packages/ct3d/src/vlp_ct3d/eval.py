@@ -144,16 +144,12 @@ def prompt_directions(encode: EncodeFn, prompts: Mapping[str, tuple[Sequence[str
     Returns:
         ``[C, D]`` in the order of ``prompts``.
     """
-    rows = []
-    for pos, neg in prompts.values():
-        p = torch.nn.functional.normalize(
-            torch.nn.functional.normalize(encode(list(pos)).float(), dim=-1).mean(0), dim=0
-        )
-        n = torch.nn.functional.normalize(
-            torch.nn.functional.normalize(encode(list(neg)).float(), dim=-1).mean(0), dim=0
-        )
-        rows.append(torch.nn.functional.normalize(p - n, dim=0))
-    return torch.stack(rows)
+    normalize = torch.nn.functional.normalize
+
+    def centre(texts: Sequence[str]) -> Tensor:  # normalised mean of the normalised prompt embeddings
+        return normalize(normalize(encode(list(texts)).float(), dim=-1).mean(0), dim=0)
+
+    return torch.stack([normalize(centre(pos) - centre(neg), dim=0) for pos, neg in prompts.values()])
 
 
 def direction_alignment(a: Tensor, b: Tensor) -> Tensor:
