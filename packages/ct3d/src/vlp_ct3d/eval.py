@@ -57,12 +57,15 @@ def encode_volumes(model: Any, dataset: Any, batch_size: int = 32, progress: boo
 
 
 @torch.no_grad()
-def encode_texts(model: Any, texts: Sequence[str], batch_size: int = 64) -> Tensor:
-    """Text-tower embeddings ``[T, D]``."""
-    tower = model.towers["text"]
+def encode_texts(model: Any, texts: Sequence[str], batch_size: int = 64, projected: bool = True) -> Tensor:
+    """Text-tower embeddings ``[T, D]`` in the joint space, or (``projected=False``) the encoder's pooled
+    embeddings ``[T, H]`` before the trained projection (:meth:`~vlp_ct3d.models.CTTextTower.pooled`).
+    ``model`` is a CT CLIP or its text tower."""
+    tower = model.towers["text"] if hasattr(model, "towers") else model
+    embed = (lambda b: tower(b).embedding) if projected else tower.pooled
     was = tower.training
     tower.eval()
-    out = torch.cat([tower(list(texts[i : i + batch_size])).embedding.float().cpu()
+    out = torch.cat([embed(list(texts[i : i + batch_size])).float().cpu()
                      for i in range(0, len(texts), batch_size)])  # fmt: skip
     tower.train(was)
     return out
@@ -222,22 +225,9 @@ def report_text_zeroshot(
         raise ValueError(
             f"labels must be [{len(reports)}, {len(names)}] (reports x classes), got {tuple(labels.shape)}"
         )
-    tower = model.towers["text"] if hasattr(model, "towers") else model
-    embed = (lambda b: tower(b).embedding) if projected else tower.pooled
-
-    def enc(texts: Sequence[str]) -> Tensor:
-        return torch.cat(
-            [embed(list(texts[i : i + batch_size])).float().cpu() for i in range(0, len(texts), batch_size)]
-        )
-
-    was = tower.training
-    tower.eval()
-    try:
-        with torch.no_grad():
-            scores = multilabel_zero_shot(enc(list(reports)), enc, {c: list(prompts[c][0]) for c in names},
-                                          {c: list(prompts[c][1]) for c in names}, mode="diff")  # fmt: skip
-    finally:
-        tower.train(was)
+    enc = lambda texts: encode_texts(model, list(texts), batch_size, projected)  # noqa: E731
+    scores = multilabel_zero_shot(enc(reports), enc, {c: list(prompts[c][0]) for c in names},
+                                  {c: list(prompts[c][1]) for c in names}, mode="diff")  # fmt: skip
     return zeroshot_table(scores, labels, names, n_boot=0)
 
 
