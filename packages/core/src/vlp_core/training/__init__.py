@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from vlp_core.training.base import CONFIG_NAME, WEIGHTS_NAME, VlpModule
 from vlp_core.training.datamodule import PairedDataModule, ResumableDataLoader, collate_paired
-from vlp_core.training.module import CONFIG_NAME, WEIGHTS_NAME, Pretrainer
+from vlp_core.training.module import Pretrainer
 from vlp_core.training.samplers import EpochIndexSampler, EpochSeededSampler, MultiSourceSampler
 from vlp_core.training.schedule import WarmupCosine, param_groups
 from vlp_core.training.terms import LossTerm
@@ -18,6 +19,7 @@ __all__ = [
     "PairedDataModule",
     "Pretrainer",
     "ResumableDataLoader",
+    "VlpModule",
     "WarmupCosine",
     "collate_paired",
     "param_groups",

@@ -8,26 +8,20 @@ inputs=("ecg", "text"))])``. Several batch fields can share one tower: ``inputs=
 
 from __future__ import annotations
 
-import json
-import random
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import lightning as L
-import numpy as np
 import torch
 from torch import Tensor, nn
 
-from vlp_core.config import from_config, to_config
+from vlp_core.config import to_config
 from vlp_core.towers.base import TowerOutput
+from vlp_core.training.base import CONFIG_NAME, WEIGHTS_NAME, VlpModule
 from vlp_core.training.schedule import WarmupCosine, param_groups
 from vlp_core.training.terms import ALL_OUTPUTS, LossTerm
 
 __all__ = ["Pretrainer", "WEIGHTS_NAME", "CONFIG_NAME"]
-
-WEIGHTS_NAME = "model.safetensors"
-CONFIG_NAME = "config.json"
 
 
 def _batch_size(batch: Mapping[str, Any]) -> int:
@@ -39,8 +33,11 @@ def _batch_size(batch: Mapping[str, Any]) -> int:
     return 1
 
 
-class Pretrainer(L.LightningModule):
+class Pretrainer(VlpModule):
     """Multi-tower contrastive (and beyond) pretraining.
+
+    Sharing (``save_pretrained`` / ``from_pretrained``) and exact resume come from
+    :class:`~vlp_core.training.base.VlpModule`.
 
     Args:
         towers: name → tower; a tower returns a :class:`~vlp_core.towers.TowerOutput`.
@@ -214,32 +211,6 @@ class Pretrainer(L.LightningModule):
         super().optimizer_step(*args, **kwargs)
         self.clamp_parameters()
 
-    # ------------------------------------------------------------------ exact resume
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        # Every rank's own RNG state (as tensors/ints only, so the .ckpt still loads with weights_only=True): each
-        # rank draws its own dropout masks and augmentations, so restoring rank 0's state everywhere is not exact.
-        states = _gather_rng_states(_rng_state(), self)
-        checkpoint["vlp_rng"] = states[0]  # vlp-core 0.1 layout, read by older versions
-        checkpoint["vlp_rng_ranks"] = states
-        checkpoint["vlp_config"] = json.dumps(self.config())
-
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        ranks = checkpoint.get("vlp_rng_ranks")
-        rank, world = self.global_rank, self.trainer.world_size if self._trainer is not None else 1
-        if ranks is not None and len(ranks) == world:
-            _set_rng_state(ranks[rank])
-        elif ranks is not None or checkpoint.get("vlp_rng") is not None:
-            if world > 1 or ranks is not None:
-                import warnings
-
-                n = len(ranks) if ranks is not None else 1
-                warnings.warn(
-                    f"checkpoint holds RNG states of {n} rank(s) but this run has {world}: every rank restores "
-                    "rank 0's state, so the resumed run is not bit-identical to an uninterrupted one",
-                    stacklevel=2,
-                )
-            _set_rng_state(ranks[0] if ranks is not None else checkpoint["vlp_rng"])
-
     # ------------------------------------------------------------------ sharing
     def config(self) -> dict[str, Any]:
         """The model as data: towers, loss terms and optimisation settings (``class_path``/``init_args``)."""
@@ -252,88 +223,17 @@ class Pretrainer(L.LightningModule):
             },
         }
 
-    def save_pretrained(self, directory: str | Path) -> Path:
-        """Write ``model.safetensors`` + ``config.json`` (plus tower assets such as tokenizers) to ``directory``."""
-        from safetensors.torch import save_file
-
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
+    def export_config(self, directory: Path) -> dict[str, Any]:
+        """:meth:`config`, with each tower's assets (a user-supplied tokenizer and encoder) written into
+        ``directory`` and its config pointed at them."""
         config = self.config()
         for name, tower in self.towers.items():
             overrides = tower.export_assets(str(directory), name) if hasattr(tower, "export_assets") else None
             if overrides:
                 config["init_args"]["towers"][name]["init_args"].update(overrides)
-        # safetensors refuses shared storage: write a contiguous copy of every tensor.
-        state = {k: v.detach().cpu().contiguous().clone() for k, v in self.state_dict().items()}
-        save_file(state, str(directory / WEIGHTS_NAME), metadata={"format": "pt", "library": "vlp"})
-        (directory / CONFIG_NAME).write_text(json.dumps(config, indent=2) + "\n")
-        return directory
-
-    @classmethod
-    def from_pretrained(
-        cls, directory: str | Path, map_location: str | torch.device = "cpu", trust_code: bool = False
-    ) -> Pretrainer:
-        """Rebuild from :meth:`save_pretrained` output; weights are loaded strictly, no pickle involved.
-
-        The model is returned in eval mode (as transformers' ``from_pretrained`` does), so encoders with batch norm
-        or dropout give the saved model's outputs; ``Trainer.fit`` switches it back to training.
-        ``config.json`` may only name registered vlp components and ``nn.Module`` classes of ``vlp_*`` / ``torch.nn``
-        (see :func:`vlp_core.config.from_config`); ``trust_code=True`` lifts that for configs you trust like code.
-        """
-        from safetensors.torch import load_file
-
-        directory = Path(directory)
-        for name in (CONFIG_NAME, WEIGHTS_NAME):
-            if not (directory / name).is_file():
-                raise FileNotFoundError(f"{directory} is not a vlp checkpoint folder: {name} is missing")
-        config = json.loads((directory / CONFIG_NAME).read_text())
-        model = from_config(config, base_dir=str(directory), trust_code=trust_code)
-        if not isinstance(model, Pretrainer):
-            raise TypeError(f"{directory / CONFIG_NAME} describes {type(model).__name__}, not a Pretrainer")
-        state = load_file(str(directory / WEIGHTS_NAME), device=str(map_location))
-        model.load_state_dict(state, strict=True)
-        return model.eval()
+        return config
 
     def freeze_towers(self, names: Sequence[str]) -> None:
         """Freeze the named towers (LiT-style locking)."""
         for name in names:
             self.towers[name].requires_grad_(False)
-
-
-def _rng_state() -> dict[str, Any]:
-    np_state = np.random.get_state()
-    state: dict[str, Any] = {
-        "torch": torch.get_rng_state(),
-        "numpy_keys": torch.from_numpy(np_state[1].astype(np.int64)),
-        "numpy_pos": int(np_state[2]),
-        "python": torch.tensor(random.getstate()[1], dtype=torch.int64),
-    }
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        state["cuda"] = torch.stack(torch.cuda.get_rng_state_all())
-    return state
-
-
-def _set_rng_state(state: Mapping[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
-    np.random.set_state(("MT19937", state["numpy_keys"].numpy().astype(np.uint32), int(state["numpy_pos"]), 0, 0.0))
-    random.setstate((3, tuple(int(x) for x in state["python"].tolist()), None))
-    cuda = state.get("cuda")
-    if cuda is not None and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(list(cuda)[: torch.cuda.device_count()])
-
-
-def _gather_rng_states(state: dict[str, Any], module: L.LightningModule) -> list[dict[str, Any]]:
-    """Every rank's RNG state, in rank order (a collective: called on all ranks, as Lightning's checkpoint dump is)."""
-    import torch.distributed as dist
-
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-        return [state]
-    device = module.device  # NCCL gathers device tensors only
-    out: list[dict[str, Any]] = [{} for _ in range(dist.get_world_size())]
-    for key, value in state.items():
-        t = torch.as_tensor(value).to(device)
-        parts = [torch.empty_like(t) for _ in out]
-        dist.all_gather(parts, t.contiguous())
-        for r, part in enumerate(parts):
-            out[r][key] = int(part) if isinstance(value, int) else part.cpu()
-    return out
