@@ -8,6 +8,8 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+import torch
+from safetensors.torch import load_file
 
 from vlp_ct3d.cli import main
 
@@ -27,6 +29,13 @@ def test_cli_end_to_end(tmp_path: Path) -> None:
     main(["retrieve", str(tmp_path / "clip"), str(root), "--out", str(tmp_path / "ret"), *common])
     assert "volume->volume mAP (same labels)" in json.loads((tmp_path / "ret" / "retrieval.json").read_text())
     main(["fit-vae", str(root), str(tmp_path / "vae"), "--channels", "[8, 8]", "--steps", "2", *common])
+    # Stopped after 1 step and resumed to 2 from the command's checkpoint: the same VAE as the straight run.
+    main(["fit-vae", str(root), str(tmp_path / "vae1"), "--channels", "[8, 8]", "--steps", "1",
+          "--checkpoint_dir", str(tmp_path / "vae_ckpt"), *common])  # fmt: skip
+    main(["fit-vae", str(root), str(tmp_path / "vae2"), "--channels", "[8, 8]", "--steps", "2",
+          "--resume_from", str(tmp_path / "vae_ckpt" / "last.ckpt"), *common])  # fmt: skip
+    straight, resumed = (load_file(str(tmp_path / d / "model.safetensors")) for d in ("vae", "vae2"))
+    assert straight.keys() == resumed.keys() and all(torch.equal(straight[k], resumed[k]) for k in straight)
     main(["fit-diffusion", str(root), str(tmp_path / "clip"), str(tmp_path / "vae"), str(tmp_path / "pipe"),
           "--steps", "2", "--batch_size", "4", "--context_length", "16", *common])  # fmt: skip
     main(["generate", str(tmp_path / "pipe"), str(tmp_path / "gen"), "--prompt", "Cardiomegaly was observed.",

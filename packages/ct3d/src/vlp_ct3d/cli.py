@@ -166,6 +166,7 @@ def fit_vae(
     adv_weight: float = 0.0, steps: int = 150, batch_size: int = 4, lr: float = 1e-3, seed: int = 0,
     perceptual_weight: float = 0.0, perceptual_network: str = "medicalnet_resnet10",
     perceptual_weights_path: str | None = None, perceptual_state_dict_key: str | None = None,
+    checkpoint_dir: str | None = None, checkpoint_every: int | None = None, resume_from: str | None = None,
 ) -> str:  # fmt: skip
     """Train the 3D VAE (AutoencoderKL), estimate its latent scale factor and save it.
 
@@ -187,16 +188,22 @@ def fit_vae(
         perceptual_network: medicalnet_resnet10/18/34/50 (MedicalNet layout, built by MONAI, no download).
         perceptual_weights_path: local state-dict file (safetensors or torch.save) of that network.
         perceptual_state_dict_key: nested key in that file (MedicalNet checkpoints: state_dict).
+        checkpoint_dir: write Lightning checkpoints (last.ckpt, and every checkpoint_every steps) here.
+        checkpoint_every: checkpoint interval in steps (default: at the end only).
+        resume_from: a checkpoint of the same command; the run continues exactly as if it had not stopped.
     """
+    import torch
+
     from vlp_ct3d.gen import VAEModule
     from vlp_ct3d.pipeline import fit_vae as _fit
 
+    torch.manual_seed(seed)  # the initial weights belong to the seeded run too
     vae = VAEModule(channels, latent_channels, adv_weight=adv_weight, lr=lr, perceptual_weight=perceptual_weight,
                     perceptual_network=perceptual_network, perceptual_weights_path=perceptual_weights_path,
                     perceptual_state_dict_key=perceptual_state_dict_key)  # fmt: skip
     vae.perceptual  # noqa: B018 — a missing or ill-fitting weights file fails before the data are loaded
     x = _load(root, split, preset, hu_mode, cache, None)[0]
-    vae = _fit(vae, x, steps, batch_size, seed, True)
+    vae = _fit(vae, x, steps, batch_size, seed, True, checkpoint_dir, checkpoint_every, resume_from)
     vae.save_pretrained(out)
     print(f"wrote {out} (scale factor {float(vae.scale_factor):.4f})")
     return out
@@ -205,7 +212,8 @@ def fit_vae(
 def fit_diffusion(
     root: str, clip: str, vae: str, out: str, split: str = "train", preset: str = "demo",
     hu_mode: str = "already_hu", cache: str | None = None, objective: str = "rflow", context_length: int = 64,
-    steps: int = 300, batch_size: int = 16, lr: float = 1e-3, seed: int = 0,
+    steps: int = 300, batch_size: int = 16, lr: float = 1e-3, seed: int = 0, checkpoint_dir: str | None = None,
+    checkpoint_every: int | None = None, resume_from: str | None = None,
 ) -> str:  # fmt: skip
     """Train the text-conditioned latent diffusion model; writes a pipeline folder (clip/, vae/, diffusion/).
 
@@ -224,7 +232,12 @@ def fit_diffusion(
         batch_size: batch size.
         lr: learning rate.
         seed: seed.
+        checkpoint_dir: write Lightning checkpoints (last.ckpt, and every checkpoint_every steps) here.
+        checkpoint_every: checkpoint interval in steps (default: at the end only).
+        resume_from: a checkpoint of the same command; the run continues exactly as if it had not stopped.
     """
+    import torch
+
     from vlp_core.training import Pretrainer
     from vlp_ct3d.gen import LatentDiffusionModule, VAEModule
     from vlp_ct3d.pipeline import fit_diffusion as _fit
@@ -239,10 +252,11 @@ def fit_diffusion(
     p = PRESETS[preset]
     geometry = {"spacing": list(p.spacing), "size": list(p.size), "hu_window": list(p.hu_window),
                 "out_range": list(p.out_range)}  # fmt: skip
+    torch.manual_seed(seed)  # the initial weights belong to the seeded run too
     model = LatentDiffusionModule(latent_channels=latents.shape[1], latent_shape=tuple(latents.shape[2:]),
                                   context_dim=ctx.shape[-1], context_length=context_length, objective=objective,
                                   lr=lr, geometry=geometry)  # fmt: skip
-    _fit(model, latents, ctx, steps, batch_size, seed, True)
+    _fit(model, latents, ctx, steps, batch_size, seed, True, checkpoint_dir, checkpoint_every, resume_from)
     out_p = Path(out)
     clip_model.save_pretrained(out_p / "clip")
     vae_model.save_pretrained(out_p / "vae")

@@ -2,8 +2,8 @@
 cross-attending over the CLIP text-token sequence, as Lightning modules beside core's ``Pretrainer``.
 
 Generative training is not contrastive pretraining, so these modules share only what core's Pretrainer does for
-sharing and resuming (safetensors + JSON config, rebuild without pickle, exact resume of RNG states) through the
-small :class:`GenerativeModule` base below (a candidate to move into core), and add what generation needs:
+sharing and resuming (safetensors + JSON config, rebuild without pickle, exact resume of every rank's RNG state)
+through core's :class:`~vlp_core.training.VlpModule` base, and add what generation needs:
 
 - :class:`VAEModule`: manual optimisation of the generator/discriminator pair (L1 + KL, optional least-squares
   patch-adversarial term); the latent scale factor = 1 / std of the posterior means over many batches, stored as a
@@ -17,85 +17,20 @@ small :class:`GenerativeModule` base below (a candidate to move into core), and 
 from __future__ import annotations
 
 import copy
-import json
-import random
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
-import lightning as L
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from vlp_core.config import ConfigError, Configurable, from_config, to_config
+from vlp_core.config import Configurable
+from vlp_core.training import VlpModule
 
-__all__ = ["GenerativeModule", "VAEModule", "LatentDiffusionModule", "make_scheduler", "SAMPLERS", "kl_divergence"]
+__all__ = ["VAEModule", "LatentDiffusionModule", "make_scheduler", "SAMPLERS", "kl_divergence"]
 
-WEIGHTS_NAME = "model.safetensors"
-CONFIG_NAME = "config.json"
 SAMPLERS = ("ddpm", "ddim", "rflow")
-
-
-class GenerativeModule(Configurable, L.LightningModule):
-    """Config / safetensors sharing, safe rebuilding and exact-resume RNG state for generative modules.
-
-    Subclasses record their constructor arguments (plain data) through :class:`~vlp_core.config.Configurable`.
-    """
-
-    def config(self) -> dict[str, Any]:
-        return to_config(self)
-
-    def save_pretrained(self, directory: str | Path) -> Path:
-        """Write ``model.safetensors`` (every parameter and buffer, e.g. the latent scale factor) + ``config.json``."""
-        from safetensors.torch import save_file
-
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        state = {k: v.detach().cpu().contiguous().clone() for k, v in self.state_dict().items()}
-        save_file(state, str(directory / WEIGHTS_NAME), metadata={"format": "pt", "library": "vlp"})
-        (directory / CONFIG_NAME).write_text(json.dumps(self.config(), indent=2) + "\n")
-        return directory
-
-    @classmethod
-    def from_pretrained(
-        cls, directory: str | Path, map_location: str | torch.device = "cpu", trust_code: bool = False
-    ) -> GenerativeModule:
-        """Rebuild from :meth:`save_pretrained` output; only ``vlp_*`` classes unless ``trust_code=True``."""
-        from safetensors.torch import load_file
-
-        directory = Path(directory)
-        for name in (CONFIG_NAME, WEIGHTS_NAME):
-            if not (directory / name).is_file():
-                raise FileNotFoundError(f"{directory} is not a vlp checkpoint folder: {name} is missing")
-        config = json.loads((directory / CONFIG_NAME).read_text())
-        path = str(config.get("class_path", ""))
-        if not trust_code and not path.startswith("vlp_"):
-            raise ConfigError(f"{directory / CONFIG_NAME} names {path!r}, not a vlp class; pass trust_code=True")
-        model = from_config(config, base_dir=str(directory))
-        if not isinstance(model, cls):
-            raise TypeError(f"{directory / CONFIG_NAME} describes {type(model).__name__}, not a {cls.__name__}")
-        model.load_state_dict(load_file(str(directory / WEIGHTS_NAME), device=str(map_location)), strict=True)
-        return model.eval()
-
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        # RNG states as tensors/ints only, so the .ckpt loads with weights_only=True (as in core's Pretrainer).
-        np_state = np.random.get_state()
-        checkpoint["vlp_rng"] = {
-            "torch": torch.get_rng_state(),
-            "numpy_keys": torch.from_numpy(np_state[1].astype(np.int64)),
-            "numpy_pos": int(np_state[2]),
-            "python": torch.tensor(random.getstate()[1], dtype=torch.int64),
-        }
-
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        rng = checkpoint.get("vlp_rng")
-        if rng is None:
-            return
-        torch.set_rng_state(rng["torch"])
-        np.random.set_state(("MT19937", rng["numpy_keys"].numpy().astype(np.uint32), rng["numpy_pos"], 0, 0.0))
-        random.setstate((3, tuple(int(x) for x in rng["python"].tolist()), None))
 
 
 def kl_divergence(mu: Tensor, sigma: Tensor) -> Tensor:
@@ -112,7 +47,7 @@ def _decode_window(window: int | Sequence[int], grid: tuple[int, ...]) -> tuple[
     return tuple(min(int(v), g) for v, g in zip(w, grid))
 
 
-class VAEModule(GenerativeModule):
+class VAEModule(Configurable, VlpModule):
     """MONAI ``AutoencoderKL(spatial_dims=3)`` with L1 + KL and an optional patch-adversarial term.
 
     Args:
@@ -358,7 +293,7 @@ def make_scheduler(kind: str = "rflow", num_train_timesteps: int = 1000, **kwarg
     raise ValueError(f"scheduler must be one of {SAMPLERS}, got {kind!r}")
 
 
-class LatentDiffusionModule(GenerativeModule):
+class LatentDiffusionModule(Configurable, VlpModule):
     """Text-conditioned latent diffusion: MONAI ``DiffusionModelUNet(spatial_dims=3)`` with cross-attention over a
     text token sequence ``[B, L, context_dim]``.
 
@@ -459,7 +394,11 @@ class LatentDiffusionModule(GenerativeModule):
         self.log("train/loss", loss.detach(), prog_bar=True, batch_size=batch["latent"].shape[0])
         return loss
 
-    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+    def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
+        # The EMA follows each optimiser step here, not in on_train_batch_end: Lightning runs the callbacks' batch-end
+        # hooks (ModelCheckpoint) before the module's, so a checkpoint would miss the step's EMA update and a resumed
+        # run would differ from one that never stopped.
+        super().optimizer_step(*args, **kwargs)
         with torch.no_grad():
             # Warm-up of the decay (as in timm's ModelEmaV3) so that a short run's EMA is not mostly the init.
             d = min(self.ema_decay, (1 + self.global_step) / (10 + self.global_step))

@@ -20,14 +20,6 @@ __all__ = ["fit_vae", "fit_diffusion", "text_context", "generate_volumes", "writ
            "output_affine", "psnr"]  # fmt: skip
 
 
-def _trainer(max_steps: int, progress: bool) -> Any:
-    import lightning as L
-
-    return L.Trainer(accelerator="auto", devices=1, max_steps=max_steps, max_epochs=-1, logger=False,
-                     enable_checkpointing=False, enable_progress_bar=progress, enable_model_summary=False,
-                     num_sanity_val_steps=0, limit_val_batches=0)  # fmt: skip
-
-
 class _Dict(torch.utils.data.Dataset):
     def __init__(self, **tensors: Tensor) -> None:
         self.t = tensors
@@ -40,17 +32,48 @@ class _Dict(torch.utils.data.Dataset):
         return {k: v[i] for k, v in self.t.items()}
 
 
-def fit_vae(
-    vae: VAEModule, volumes: Tensor, max_steps: int, batch_size: int = 4, seed: int = 0, progress: bool = False
-) -> VAEModule:
-    """Train the VAE on windowed volumes ``[N, 1, D, H, W]``, then estimate its latent scale factor over all of them."""
+def _fit(
+    model: Any, max_steps: int, batch_size: int, seed: int, progress: bool, checkpoint_dir: str | Path | None,
+    checkpoint_every: int | None, resume_from: str | Path | None, **tensors: Tensor,
+) -> None:  # fmt: skip
+    """Lightning fit on in-memory tensors; the order depends only on ``(seed, epoch)`` (core's resumable loader), so a
+    run resumed from one of its checkpoints continues exactly where it stopped (RNG states from core's VlpModule)."""
     import lightning as L
 
+    from vlp_core.training import PairedDataModule
+
     L.seed_everything(seed, workers=True, verbose=False)
-    g = torch.Generator().manual_seed(seed)
-    loader = torch.utils.data.DataLoader(_Dict(image=volumes), batch_size=batch_size, shuffle=True, drop_last=True,
-                                         generator=g)  # fmt: skip
-    _trainer(max_steps, progress).fit(vae, train_dataloaders=loader)
+    callbacks = []
+    if checkpoint_dir is not None:
+        every = checkpoint_every or max_steps
+        callbacks.append(L.pytorch.callbacks.ModelCheckpoint(dirpath=str(checkpoint_dir), every_n_train_steps=every,
+                                                             save_top_k=-1, save_last=True))  # fmt: skip
+    trainer = L.Trainer(accelerator="auto", devices=1, max_steps=max_steps, max_epochs=-1, logger=False,
+                        enable_checkpointing=bool(callbacks), callbacks=callbacks, enable_progress_bar=progress,
+                        enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0)  # fmt: skip
+    data = PairedDataModule(batch_size=batch_size, seed=seed, train_set=_Dict(**tensors))
+    trainer.fit(model, data, ckpt_path=None if resume_from is None else str(resume_from))
+
+
+def fit_vae(
+    vae: VAEModule, volumes: Tensor, max_steps: int, batch_size: int = 4, seed: int = 0, progress: bool = False,
+    checkpoint_dir: str | Path | None = None, checkpoint_every: int | None = None,
+    resume_from: str | Path | None = None,
+) -> VAEModule:  # fmt: skip
+    """Train the VAE on windowed volumes ``[N, 1, D, H, W]``, then estimate its latent scale factor over all of them.
+
+    Args:
+        vae: the module to train.
+        volumes: training volumes.
+        max_steps: training steps (Lightning's global step).
+        batch_size: batch size.
+        seed: seed of the run (initial RNG state and data order).
+        progress: progress bar.
+        checkpoint_dir: write Lightning checkpoints here (``last.ckpt`` and every ``checkpoint_every`` steps).
+        checkpoint_every: checkpoint interval in steps (default: only at the end).
+        resume_from: a checkpoint of this run; training continues exactly as if it had not stopped.
+    """
+    _fit(vae, max_steps, batch_size, seed, progress, checkpoint_dir, checkpoint_every, resume_from, image=volumes)
     vae.estimate_scale_factor(volumes)
     return vae.eval()
 
@@ -67,16 +90,13 @@ def text_context(clip_model: Any, texts: Sequence[str], length: int, batch_size:
 
 def fit_diffusion(
     model: LatentDiffusionModule, latents: Tensor, contexts: Tensor, max_steps: int, batch_size: int = 16,
-    seed: int = 0, progress: bool = False,
+    seed: int = 0, progress: bool = False, checkpoint_dir: str | Path | None = None,
+    checkpoint_every: int | None = None, resume_from: str | Path | None = None,
 ) -> LatentDiffusionModule:  # fmt: skip
-    """Train on cached scaled latents ``[N, C, d, h, w]`` and text tokens ``[N, L, E]``."""
-    import lightning as L
-
-    L.seed_everything(seed, workers=True, verbose=False)
-    g = torch.Generator().manual_seed(seed)
-    loader = torch.utils.data.DataLoader(_Dict(latent=latents, context=contexts), batch_size=batch_size,
-                                         shuffle=True, drop_last=True, generator=g)  # fmt: skip
-    _trainer(max_steps, progress).fit(model, train_dataloaders=loader)
+    """Train on cached scaled latents ``[N, C, d, h, w]`` and text tokens ``[N, L, E]``; checkpointing and exact
+    resume as in :func:`fit_vae`."""
+    _fit(model, max_steps, batch_size, seed, progress, checkpoint_dir, checkpoint_every, resume_from,
+         latent=latents, context=contexts)  # fmt: skip
     return model.eval()
 
 
