@@ -41,6 +41,10 @@ def test_vae_train_steps_reduce_loss_and_update_both_players(adv: float) -> None
     before = vae.generator_loss(x, False)[0].item()
     d0 = None if vae.discriminator is None else [p.clone() for p in vae.discriminator.parameters()]
     fit_vae(vae, x, max_steps=6, batch_size=2)
+    # max_steps counts generator steps (batches), also when the discriminator adds its own optimiser steps.
+    opt_g = vae.trainer.optimizers[0]
+    assert {int(st["step"]) for st in opt_g.state.values()} == {6}
+    assert vae.trainer.global_step == (12 if adv else 6)
     assert vae.generator_loss(x, False)[0].item() < before
     if d0 is not None:
         assert any(not torch.equal(a, b) for a, b in zip(d0, vae.discriminator.parameters()))
@@ -72,9 +76,8 @@ def test_generative_training_resumes_exactly(which: str, tmp_path: Path) -> None
     x = torch.rand(6, 1, 16, 16, 16, generator=torch.Generator().manual_seed(1))
     lat = torch.randn(6, 2, 8, 8, 8, generator=torch.Generator().manual_seed(2))
     ctx = torch.randn(6, 5, 16, generator=torch.Generator().manual_seed(3))
-    # 3 batches of 2 per epoch: a stop after 4 steps is in the middle of the second epoch (the VAE with the
-    # adversarial term counts two optimiser steps per batch).
-    total, stop = (8, 4) if which == "vae_adv" else (7, 4)
+    # 3 batches of 2 per epoch: a stop after 4 steps is in the middle of the second epoch.
+    total, stop = 7, 4
 
     def run(max_steps: int, seed: int = 5, **kw: object) -> torch.nn.Module:
         if which == "diffusion":
@@ -87,7 +90,8 @@ def test_generative_training_resumes_exactly(which: str, tmp_path: Path) -> None
     run(stop, checkpoint_dir=tmp_path / "ckpt")
     ckpt = tmp_path / "ckpt" / "last.ckpt"
     saved = torch.load(ckpt, map_location="cpu", weights_only=True)  # plain tensors and data only
-    assert saved["global_step"] == stop and "vlp_rng_ranks" in saved and "vlp_config" in saved
+    steps_per_batch = 2 if which == "vae_adv" else 1  # generator + discriminator steps
+    assert saved["global_step"] == stop * steps_per_batch and "vlp_rng_ranks" in saved and "vlp_config" in saved
     torch.manual_seed(1234)  # a different process state must not matter
     resumed = run(total, resume_from=ckpt)
     for (k, a), b in zip(straight.state_dict().items(), resumed.state_dict().values()):

@@ -180,7 +180,7 @@ def fit_vae(
         channels: widths per level.
         latent_channels: latent channels.
         adv_weight: patch-adversarial weight (0 = off).
-        steps: optimiser steps.
+        steps: generator steps (batches; the discriminator's steps are not counted).
         batch_size: batch size.
         lr: learning rate.
         seed: seed.

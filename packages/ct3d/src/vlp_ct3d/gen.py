@@ -58,7 +58,7 @@ class VAEModule(Configurable, VlpModule):
         attention: non-local attention in the deepest level (needs ``einops``).
         kl_weight: KL weight.
         adv_weight: patch-adversarial (least squares) generator weight; 0 = no discriminator.
-        adv_start: step from which the adversarial term is used.
+        adv_start: generator step (batch) from which the adversarial term is used.
         disc_channels: discriminator base width.
         lr: generator learning rate (Adam).
         disc_lr: discriminator learning rate.
@@ -206,6 +206,13 @@ class VAEModule(Configurable, VlpModule):
         return torch.cat([m for m, _ in out]).cpu() * s.cpu(), torch.cat([v for _, v in out]).cpu() * s.cpu()
 
     # ------------------------------------------------------------------ training
+    def lightning_steps(self, generator_steps: int) -> int:
+        """Lightning ``max_steps`` for ``generator_steps`` batches: in manual optimisation Lightning counts every
+        optimiser step, so each batch from ``adv_start`` on (generator + discriminator) counts twice."""
+        if self.discriminator is None or generator_steps <= self.adv_start:
+            return generator_steps
+        return self.adv_start + 2 * (generator_steps - self.adv_start)
+
     def configure_optimizers(self) -> Any:
         opts = [torch.optim.Adam(self.autoencoder.parameters(), lr=self.lr)]
         if self.discriminator is not None:

@@ -65,15 +65,17 @@ def fit_vae(
     Args:
         vae: the module to train.
         volumes: training volumes.
-        max_steps: training steps (Lightning's global step).
+        max_steps: generator steps (batches). Lightning's global step counts every optimiser step, two per batch
+            once the adversarial term is on; that conversion is made here (:meth:`VAEModule.lightning_steps`).
         batch_size: batch size.
         seed: seed of the run (initial RNG state and data order).
         progress: progress bar.
         checkpoint_dir: write Lightning checkpoints here (``last.ckpt`` and every ``checkpoint_every`` steps).
-        checkpoint_every: checkpoint interval in steps (default: only at the end).
+        checkpoint_every: checkpoint interval in Lightning steps (default: only at the end).
         resume_from: a checkpoint of this run; training continues exactly as if it had not stopped.
     """
-    _fit(vae, max_steps, batch_size, seed, progress, checkpoint_dir, checkpoint_every, resume_from, image=volumes)
+    steps = vae.lightning_steps(max_steps)
+    _fit(vae, steps, batch_size, seed, progress, checkpoint_dir, checkpoint_every, resume_from, image=volumes)
     vae.estimate_scale_factor(volumes)
     return vae.eval()
 
