@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from vlp_core.config import UnsafeConfigError
+from vlp_core.config import ConfigError, UnsafeConfigError
 from vlp_core.training import CONFIG_NAME, Pretrainer, VlpModule
 
 MODULE_SRC = """
@@ -65,7 +65,7 @@ def test_from_pretrained_checks_the_class(tmp_path: Path, user_module) -> None: 
 
 
 def test_a_module_without_a_config_says_so(user_module) -> None:  # noqa: ANN001
-    with pytest.raises(NotImplementedError, match="NoConfig must define config"):
+    with pytest.raises(ConfigError, match="NoConfig cannot describe itself"):
         user_module.NoConfig().config()
 
 

@@ -18,7 +18,7 @@ import lightning as L
 import numpy as np
 import torch
 
-from vlp_core.config import Configurable, from_config, to_config
+from vlp_core.config import ConfigError, Configurable, from_config, to_config
 
 __all__ = ["VlpModule", "WEIGHTS_NAME", "CONFIG_NAME"]
 
@@ -45,7 +45,7 @@ class VlpModule(L.LightningModule):
     def config(self) -> dict[str, Any]:
         """The module as data (``class_path`` / ``init_args``)."""
         if not isinstance(self, Configurable):
-            raise NotImplementedError(f"{type(self).__name__} must define config() or mix in Configurable")
+            raise ConfigError(f"{type(self).__name__} cannot describe itself: define config() or mix in Configurable")
         return to_config(self)
 
     def export_config(self, directory: Path) -> dict[str, Any]:
