@@ -189,7 +189,8 @@ def fit_vae(
         perceptual_weights_path: local state-dict file (safetensors or torch.save) of that network.
         perceptual_state_dict_key: nested key in that file (MedicalNet checkpoints: state_dict).
         checkpoint_dir: write Lightning checkpoints (last.ckpt, and every checkpoint_every steps) here.
-        checkpoint_every: checkpoint interval in steps (default: at the end only).
+        checkpoint_every: checkpoint interval in Lightning steps (two per batch once the adversarial term is on;
+            default: at the end only).
         resume_from: a checkpoint of the same command; the run continues exactly as if it had not stopped.
     """
     import torch
