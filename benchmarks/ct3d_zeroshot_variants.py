@@ -68,6 +68,35 @@ VARIANTS: dict[str, tuple[dict, dict, int]] = {
     "mlp_sp0.8": ({"text_proj": "mlp"}, {"sentence_prob": 0.8}, 300),
     "mlp_steps900": ({"text_proj": "mlp"}, {"sentence_prob": 0.5}, 900),
     "mlp_sp0.8_steps900": ({"text_proj": "mlp"}, {"sentence_prob": 0.8}, 900),
+    # Eighth round: longer runs with the non-linear text head, and pyramid pooling (the finer stages' maxima);
+    # mlp_pyramid_steps1200 is the demo recipe since then (vlp_ct3d.demo.DEMO_CLIP).
+    "mlp_steps1500": ({"text_proj": "mlp"}, {"sentence_prob": 0.5}, 1500),
+    "mlp_sp0.8_steps1500": ({"text_proj": "mlp"}, {"sentence_prob": 0.8}, 1500),
+    "mlp_pyramid_steps1500": (
+        {"text_proj": "mlp", "pooling": "pyramid", "pyramid_detectors": 0},
+        {"sentence_prob": 0.5},
+        1500,
+    ),
+    "mlp_pyramid_steps900": (
+        {"text_proj": "mlp", "pooling": "pyramid", "pyramid_detectors": 0},
+        {"sentence_prob": 0.5},
+        900,
+    ),
+    "mlp_pyramid_steps1200": (
+        {"text_proj": "mlp", "pooling": "pyramid", "pyramid_detectors": 0},
+        {"sentence_prob": 0.5},
+        1200,
+    ),
+    "mlp_pyr16_steps1500": (
+        {"text_proj": "mlp", "pooling": "pyramid", "pyramid_detectors": 16},
+        {"sentence_prob": 0.5},
+        1500,
+    ),
+    "mlp_pyr32_steps1500": (
+        {"text_proj": "mlp", "pooling": "pyramid", "pyramid_detectors": 32},
+        {"sentence_prob": 0.5},
+        1500,
+    ),
 }
 
 

@@ -54,3 +54,18 @@ def test_cli_end_to_end(tmp_path: Path) -> None:
     same = np.asarray(nib.load(str(tmp_path / "gen32" / "sample_000.nii.gz")).dataobj)
     np.testing.assert_array_equal(same, data)
     assert nib.load(str(tmp_path / "gen8" / "sample_000.nii.gz")).shape == (32, 32, 32)
+
+
+def test_demo_clip_config_trains_through_the_cli(tmp_path: Path) -> None:
+    """``configs/fit_clip_demo.yaml`` (the demo's recipe: MLP text head, pyramid pooling) parses and trains; the saved
+    model carries that recipe."""
+    from vlp_core.training import Pretrainer
+
+    root = tmp_path / "ctrate"
+    main(["phantoms", str(root), "--n_train", "6", "--n_valid", "2", "--seed", "2"])
+    config = Path(__file__).resolve().parents[1] / "configs" / "fit_clip_demo.yaml"
+    main(["fit-clip", "--config", str(config), str(root), str(tmp_path / "clip"), "--steps", "2", "--batch_size", "4",
+          "--cache", str(tmp_path / "cache")])  # fmt: skip
+    model = Pretrainer.from_pretrained(tmp_path / "clip")
+    assert model.towers["image"].pooling == "pyramid" and model.towers["image"].finer_proj is not None
+    assert isinstance(model.towers["text"].proj.net, torch.nn.Sequential)  # the MLP head, not a Linear

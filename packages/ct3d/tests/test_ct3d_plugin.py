@@ -85,6 +85,13 @@ class TestResNet3dMaxPoolConformance(TestResNet3dTowerConformance):
         return ResNet3dTower(widths=(4, 8), embed_dim=8, pooling="meanmax")
 
 
+class TestResNet3dPyramidConformance(TestResNet3dTowerConformance):
+    def make_tower(self):
+        from vlp_ct3d.models import ResNet3dTower
+
+        return ResNet3dTower(widths=(4, 8), embed_dim=8, pooling="pyramid", pyramid_detectors=2)
+
+
 @pytest.mark.parametrize("pooling", ["mean", "max", "meanmax"])
 def test_resnet_pooling_matches_brute_force_over_tokens(pooling: str) -> None:
     from vlp_ct3d.models import ResNet3dTower
@@ -107,6 +114,35 @@ def test_resnet_pooling_matches_brute_force_over_tokens(pooling: str) -> None:
     assert not torch.allclose(a[0], b[0]) and torch.allclose(a[1], b[1])
     with pytest.raises(ValueError, match="pooling"):
         ResNet3dTower(widths=(4, 8), embed_dim=6, pooling="sum")
+
+
+@pytest.mark.parametrize("detectors", [0, 3])
+def test_resnet_pyramid_pooling_matches_brute_force_over_every_stage(detectors: int) -> None:
+    from vlp_ct3d.models import ResNet3dTower
+
+    torch.manual_seed(0)
+    tower = ResNet3dTower(widths=(4, 8, 8), embed_dim=6, pooling="pyramid", pyramid_detectors=detectors).eval()
+    x = torch.randn(2, 1, 16, 16, 16)
+    out = tower(x)
+    # By hand: stem, stages, then per finer stage norm → GELU → detectors at every position → max over positions.
+    maps, h = [], tower.stem(x)
+    for stage in tower.stages:
+        h = stage(h)
+        maps.append(h)
+    peaks = []
+    for norm, det, f in zip(tower.finer_norms, tower.finer_detectors, maps[:2]):
+        g = torch.nn.functional.gelu(norm(f))  # [2, C, d, h, w]
+        per_pos = [
+            det(g[:, :, i, j, k]) for i in range(g.shape[2]) for j in range(g.shape[3]) for k in range(g.shape[4])
+        ]
+        peaks.append(torch.stack(per_pos, 0).amax(0))
+    assert peaks[0].shape == (2, detectors or 4) and peaks[1].shape == (2, detectors or 8)
+    expected = out.tokens.amax(1) + tower.finer_proj(torch.cat(peaks, 1))
+    torch.testing.assert_close(out.embedding, expected)
+    # The finer path matters: without it the embedding is the plain token max.
+    assert not torch.allclose(out.embedding, out.tokens.amax(1))
+    with pytest.raises(ValueError, match="pyramid_detectors"):
+        ResNet3dTower(widths=(4, 8), pooling="pyramid", pyramid_detectors=-1)
 
 
 def test_build_ct_clip_default_pooling() -> None:

@@ -3,11 +3,11 @@
 What this guards, and what it does not. The issue's targets are zero-shot macro AUROC >= 0.85 (class-name prompts)
 and >= 0.80 (disjoint prompts), both controls <= 0.60, VAE PSNR >= 20 dB, and factual correctness of generated
 volumes above chance. Measured on a 2-core CPU (`uv run pytest -m slow packages/ct3d/tests/test_demo_slow.py`,
-seed 0, max-pooled volume tower, phantom data v2): zero-shot 0.768 / 0.706, controls 0.501 / 0.438, linear probe
-0.876, VAE PSNR 23.8 dB, factual correctness 0.695 on generated vs 0.794 on real volumes. The two zero-shot
-targets are MISSED (see the package README); asserting them would only keep CI red. This test asserts the targets
-the demo meets (controls, PSNR, factual correctness above chance) and the level it reaches otherwise, with margin,
-so that a regression in the pipeline (preprocessing, towers, losses, evaluation, generation) fails here.
+seed 0, the demo's CLIP recipe since the eighth round: MLP text head, pyramid pooling, 1200 steps): zero-shot
+0.868 / 0.678, controls 0.471 / 0.304, linear probe 0.916, factual correctness 0.676 on generated vs 0.907 on real
+volumes. The class-name target is asserted; the disjoint-wording target is MISSED (see the package README) and
+asserting it would only keep CI red, so the level the demo reaches is asserted instead, with margin, so that a
+regression in the pipeline (preprocessing, towers, losses, evaluation, generation) fails here.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import pytest
 
 
 @pytest.mark.slow
-def test_demo_meets_controls_psnr_factual_correctness_and_keeps_its_level(tmp_path: Path) -> None:
+def test_demo_meets_class_name_target_controls_psnr_factual_correctness_and_keeps_its_level(tmp_path: Path) -> None:
     from vlp_core.demo import DemoContext
     from vlp_ct3d.demo import run_demo
 
@@ -28,17 +28,18 @@ def test_demo_meets_controls_psnr_factual_correctness_and_keeps_its_level(tmp_pa
     assert m["control random tower AUROC"] <= 0.60 and m["control shuffled pairs AUROC"] <= 0.60, m
     assert m["VAE PSNR (dB)"] >= 20.0, m
     assert m["factual correctness generated AUROC"] >= 0.58, m  # above chance (0.5) with margin
-    # Below target, but learned: clearly above both controls and the linear probe well above chance.
+    assert m["zero-shot macro AUROC"] >= 0.85, m
+    # Below target, but learned: clearly above both controls; the linear probe well above chance.
     controls = max(m["control random tower AUROC"], m["control shuffled pairs AUROC"])
-    assert m["zero-shot macro AUROC"] >= 0.70 and m["zero-shot macro AUROC"] >= controls + 0.15, m
+    assert m["zero-shot macro AUROC"] >= controls + 0.15, m
     assert m["zero-shot macro AUROC (disjoint prompts)"] >= 0.62, m
-    assert m["linear probe AUROC"] >= 0.80, m
+    assert m["linear probe AUROC"] >= 0.85, m
     assert m["factual correctness real AUROC"] >= 0.70, m
     assert all(Path(f).is_file() for f in res.figures)
     for name in ("zeroshot.csv", "retrieval.csv", "metrics.json"):
         assert (tmp_path / "out" / name).is_file()
-    # The alignment diagnostic: three 6 x 6 matrices; the findings zero-shot gets right (pleural effusion 0.76,
-    # emphysema 0.80 measured) have report and volume directions aligned.
+    # The alignment diagnostic: three 6 x 6 matrices; the findings zero-shot gets right (pleural effusion 0.89,
+    # emphysema 0.95 measured) have report and volume directions aligned.
     import json
 
     align = json.loads((tmp_path / "out" / "alignment.json").read_text())
@@ -50,7 +51,7 @@ def test_demo_meets_controls_psnr_factual_correctness_and_keeps_its_level(tmp_pa
         assert rv[classes.index(c)][classes.index(c)] >= 0.5, rv
     # The text-side diagnostic: the class-name prompts read the training reports' own text well above chance
     # (0.768 with MiniLM alone measured) and the disjoint wording less well (0.580); the demo's volume zero-shot is
-    # of the order of the joint-space values (0.771 / 0.672).
+    # of the order of the joint-space values (0.848 / 0.641).
     side = json.loads((tmp_path / "out" / "text_side.json").read_text())
     assert side["class-name pairs"]["encoder"]["macro_auroc"] >= 0.7
     assert side["class-name pairs"]["encoder"]["macro_auroc"] > side["disjoint wording"]["encoder"]["macro_auroc"]

@@ -45,7 +45,8 @@ def phantoms(out: str, n_train: int = 400, n_valid: int = 150, seed: int = 0, st
 def fit_clip(
     root: str, out: str, split: str = "train", preset: str = "demo", hu_mode: str = "already_hu",
     cache: str | None = None, volume_tower: str = "resnet", pooling: str | None = None, embed_dim: int = 128, steps: int = 300,
-    batch_size: int = 32, lr: float = 2e-3, sentence_prob: float = 0.5, seed: int = 0,
+    batch_size: int = 32, lr: float = 2e-3, sentence_prob: float = 0.5, seed: int = 0, text_proj: str = "linear",
+    pyramid_detectors: int = 32,
 ) -> str:  # fmt: skip
     """Train the 3D CT–report CLIP and save it (save_pretrained folder).
 
@@ -57,14 +58,16 @@ def fit_clip(
         hu_mode: already_hu or apply_rescale.
         cache: persistent preprocessing cache folder.
         volume_tower: resnet, vit or conv.
-        pooling: token pooling of the volume tower (resnet: max (default), mean, meanmax, attn; vit: cls (default),
-            attn, mean).
+        pooling: token pooling of the volume tower (resnet: max (default), mean, meanmax, attn, pyramid; vit: cls
+            (default), attn, mean).
         embed_dim: joint embedding width.
         steps: optimiser steps.
         batch_size: batch size.
         lr: peak learning rate.
         sentence_prob: probability of training on one report sentence instead of the whole report.
         seed: seed.
+        text_proj: text projection head on the frozen language model, linear or mlp.
+        pyramid_detectors: linear detectors per finer stage with ``pooling: pyramid`` (0 = channel maxima).
     """
     from vlp_ct3d.models import build_ct_clip
     from vlp_ct3d.train import VolumeTextSet
@@ -72,7 +75,7 @@ def fit_clip(
 
     x, texts, y, _, _ = _load(root, split, preset, hu_mode, cache, None)
     model = build_ct_clip(volume_tower, embed_dim, img_size=tuple(x.shape[2:]), pooling=pooling, max_steps=steps, lr=lr,
-                          seed=seed)  # fmt: skip
+                          seed=seed, text_proj=text_proj, pyramid_detectors=pyramid_detectors)  # fmt: skip
     _fit(
         model,
         VolumeTextSet(x, texts, y, augment=True, sentence_prob=sentence_prob, seed=seed),

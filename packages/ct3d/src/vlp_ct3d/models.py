@@ -21,7 +21,7 @@ from vlp_core.towers.base import Tower, TowerOutput
 __all__ = ["AttentionPool", "Conv3dTower", "ResNet3dTower", "ViT3dTower", "CTTextTower", "build_ct_clip"]
 
 POOLINGS = ("attn", "mean", "cls")
-RESNET_POOLINGS = ("attn", "mean", "max", "meanmax")
+RESNET_POOLINGS = ("attn", "mean", "max", "meanmax", "pyramid")
 
 
 class AttentionPool(nn.Module):
@@ -101,9 +101,14 @@ class ResNet3dTower(Tower):
         widths: channels per stage; the stem and every stage after the first halve each spatial axis.
         blocks: residual blocks per stage.
         embed_dim: output width of embedding and tokens.
-        pooling: ``"attn"`` (learned query), ``"mean"``, ``"max"`` or ``"meanmax"`` (mean and max over tokens,
-            concatenated and projected: a small finding that lights up one token is not averaged away).
+        pooling: ``"attn"`` (learned query), ``"mean"``, ``"max"``, ``"meanmax"`` (mean and max over tokens,
+            concatenated and projected: a small finding that lights up one token is not averaged away) or
+            ``"pyramid"``: max over tokens plus, projected and added, the maxima over every finer stage's positions
+            (a finding of a few voxels still fills a position there; on the demo phantoms it raised validation
+            zero-shot by 0.02–0.03 on both seeds, package README eighth round).
         heads: attention-pool heads.
+        pyramid_detectors: ``"pyramid"`` only: linear detectors applied at every position of a finer stage before
+            its max (0 = the max of each channel itself, the cheapest).
 
     Shapes:
         ``forward(volume [B, C, D, H, W])`` → ``embedding [B, E]``, ``tokens [B, T, E]`` with
@@ -118,6 +123,7 @@ class ResNet3dTower(Tower):
         embed_dim: int = 256,
         pooling: str = "attn",
         heads: int = 4,
+        pyramid_detectors: int = 32,
     ) -> None:
         super().__init__()
         if pooling not in RESNET_POOLINGS:
@@ -135,6 +141,16 @@ class ResNet3dTower(Tower):
         self.proj = nn.Linear(c, embed_dim)
         self.pool = AttentionPool(embed_dim, heads) if pooling == "attn" else None
         self.pool_proj = nn.Linear(2 * embed_dim, embed_dim) if pooling == "meanmax" else None
+        if pyramid_detectors < 0:
+            raise ValueError(f"pyramid_detectors must be >= 0, got {pyramid_detectors}")
+        # "pyramid": maxima of the finer stages are taken before projecting: cheap at their many positions.
+        finer_widths = widths[:-1] if pooling == "pyramid" else []
+        self.finer_norms = nn.ModuleList([nn.GroupNorm(min(8, w), w) for w in finer_widths])
+        self.finer_detectors = nn.ModuleList(
+            [nn.Linear(w, pyramid_detectors) if pyramid_detectors else nn.Identity() for w in finer_widths]
+        )
+        n_peaks = pyramid_detectors * len(finer_widths) if pyramid_detectors else sum(finer_widths)
+        self.finer_proj = nn.Linear(n_peaks, embed_dim) if finer_widths else None
         self.pooling = pooling
         self.output_dim = self.token_dim = embed_dim
         self.grad_ckpt = False
@@ -145,8 +161,10 @@ class ResNet3dTower(Tower):
     def forward(self, volume: Tensor) -> TowerOutput:
         _check_volume(volume, "ResNet3dTower")
         x = self.stem(volume)
+        stage_maps = []
         for stage in self.stages:
             x = checkpoint(stage, x, use_reentrant=False) if self.grad_ckpt and self.training else stage(x)
+            stage_maps.append(x)
         tokens = self.proj(torch.nn.functional.gelu(self.norm(x)).flatten(2).transpose(1, 2))
         if self.pooling == "attn":
             emb = self.pool(tokens)
@@ -154,6 +172,11 @@ class ResNet3dTower(Tower):
             emb = tokens.mean(1)
         elif self.pooling == "max":
             emb = tokens.amax(1)
+        elif self.pooling == "pyramid":
+            # [B, C_i, d, h, w] → per position [B, d·h·w, C_i] → detectors → max over positions [B, K_i]
+            peaks = [det(torch.nn.functional.gelu(norm(f)).flatten(2).transpose(1, 2)).amax(1)
+                     for norm, det, f in zip(self.finer_norms, self.finer_detectors, stage_maps[:-1])]  # fmt: skip
+            emb = tokens.amax(1) + self.finer_proj(torch.cat(peaks, dim=1))
         else:
             emb = self.pool_proj(torch.cat([tokens.mean(1), tokens.amax(1)], dim=-1))
         return TowerOutput(emb, tokens)
@@ -318,12 +341,13 @@ def build_ct_clip(
     text_unfreeze_last_n: int = 0,
     sentence_weight: float = 0.0,
     text_sentence_mean: bool = False,
+    pyramid_detectors: int = 32,
 ) -> Any:
     """A CT–report CLIP: volume tower (``"resnet"`` / ``"vit"`` / ``"conv"``) + frozen MiniLM text tower with a
     trained projection + symmetric InfoNCE (``loss="clip"``) or SigLIP (``"siglip"``), through core's Pretrainer.
 
-    ``pooling`` pools the volume tower's tokens: ResNet ``"max"`` (default), ``"mean"``, ``"meanmax"``, ``"attn"``;
-    ViT ``"cls"`` (default), ``"attn"``, ``"mean"``. ``text_proj`` (``"linear"`` / ``"mlp"``) is the text projection head; ``text_unfreeze_last_n`` trains the last n
+    ``pooling`` pools the volume tower's tokens: ResNet ``"max"`` (default), ``"mean"``, ``"meanmax"``, ``"attn"``,
+    ``"pyramid"`` (also the finer stages' maxima, ``pyramid_detectors`` linear detectors each; the demo's); ViT ``"cls"`` (default), ``"attn"``, ``"mean"``. ``text_proj`` (``"linear"`` / ``"mlp"``) is the text projection head; ``text_unfreeze_last_n`` trains the last n
     MiniLM blocks (0 = frozen encoder with cached embeddings). ``sentence_weight`` > 0 adds a sentence-level term:
     a multi-positive InfoNCE (core :class:`~vlp_core.losses.MultiPositiveClipLoss`) between each volume and every
     sentence of its own report (batch ``"sentences"`` + ``"sentences_owner"`` + ``"sentences_ids"``, as
@@ -342,7 +366,9 @@ def build_ct_clip(
         # Max pooling by default: on the demo phantoms a learned attention query gave validation zero-shot 0.56 /
         # 0.63 (seeds 0 / 1) against 0.75 / 0.80 with max pooling (package README, fourth round).
         pooling = {None: "max", "cls": "attn"}.get(pooling, pooling)
-        image: nn.Module = ResNet3dTower(widths=widths, embed_dim=embed_dim, pooling=pooling)
+        image: nn.Module = ResNet3dTower(
+            widths=widths, embed_dim=embed_dim, pooling=pooling, pyramid_detectors=pyramid_detectors
+        )
     elif volume_tower == "vit":
         image = ViT3dTower(img_size=img_size, embed_dim=embed_dim, pooling=pooling or "cls")
     elif volume_tower == "conv":
