@@ -26,6 +26,13 @@ from _common import env_line, markdown_table, repro_command  # noqa: E402
 # name → (build_ct_clip kwargs, VolumeTextSet kwargs, steps[, batch]); the batch defaults to the demo's. Variants
 # before the fourth round ran with attention pooling, then the default (rounds in the vlp-ct3d README).
 BASE = {"embed_dim": 128, "widths": (16, 32, 64), "lr": 2e-3}
+
+
+def _pyramid(steps: int, detectors: int = 0) -> tuple[dict, dict, int]:
+    """MLP text head + pyramid pooling (eighth round)."""
+    return {"text_proj": "mlp", "pooling": "pyramid", "pyramid_detectors": detectors}, {"sentence_prob": 0.5}, steps
+
+
 VARIANTS: dict[str, tuple[dict, dict, int]] = {
     "baseline": ({"pooling": "attn"}, {"sentence_prob": 0.5}, 300),  # the demo recipe until the fourth round
     "text_mlp": ({"text_proj": "mlp"}, {"sentence_prob": 0.5}, 300),
@@ -72,31 +79,11 @@ VARIANTS: dict[str, tuple[dict, dict, int]] = {
     # mlp_pyramid_steps1200 is the demo recipe since then (vlp_ct3d.demo.DEMO_CLIP).
     "mlp_steps1500": ({"text_proj": "mlp"}, {"sentence_prob": 0.5}, 1500),
     "mlp_sp0.8_steps1500": ({"text_proj": "mlp"}, {"sentence_prob": 0.8}, 1500),
-    "mlp_pyramid_steps1500": (
-        {"text_proj": "mlp", "pooling": "pyramid", "pyramid_detectors": 0},
-        {"sentence_prob": 0.5},
-        1500,
-    ),
-    "mlp_pyramid_steps900": (
-        {"text_proj": "mlp", "pooling": "pyramid", "pyramid_detectors": 0},
-        {"sentence_prob": 0.5},
-        900,
-    ),
-    "mlp_pyramid_steps1200": (
-        {"text_proj": "mlp", "pooling": "pyramid", "pyramid_detectors": 0},
-        {"sentence_prob": 0.5},
-        1200,
-    ),
-    "mlp_pyr16_steps1500": (
-        {"text_proj": "mlp", "pooling": "pyramid", "pyramid_detectors": 16},
-        {"sentence_prob": 0.5},
-        1500,
-    ),
-    "mlp_pyr32_steps1500": (
-        {"text_proj": "mlp", "pooling": "pyramid", "pyramid_detectors": 32},
-        {"sentence_prob": 0.5},
-        1500,
-    ),
+    "mlp_pyramid_steps1500": _pyramid(1500),
+    "mlp_pyramid_steps900": _pyramid(900),
+    "mlp_pyramid_steps1200": _pyramid(1200),
+    "mlp_pyr16_steps1500": _pyramid(1500, detectors=16),
+    "mlp_pyr32_steps1500": _pyramid(1500, detectors=32),
 }
 
 
