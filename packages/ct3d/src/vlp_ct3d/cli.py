@@ -46,7 +46,7 @@ def fit_clip(
     root: str, out: str, split: str = "train", preset: str = "demo", hu_mode: str = "already_hu",
     cache: str | None = None, volume_tower: str = "resnet", pooling: str | None = None, embed_dim: int = 128, steps: int = 300,
     batch_size: int = 32, lr: float = 2e-3, sentence_prob: float = 0.5, seed: int = 0, text_proj: str = "linear",
-    pyramid_detectors: int = 32,
+    pyramid_detectors: int = 0,
 ) -> str:  # fmt: skip
     """Train the 3D CT–report CLIP and save it (save_pretrained folder).
 

@@ -123,7 +123,7 @@ class ResNet3dTower(Tower):
         embed_dim: int = 256,
         pooling: str = "attn",
         heads: int = 4,
-        pyramid_detectors: int = 32,
+        pyramid_detectors: int = 0,
     ) -> None:
         super().__init__()
         if pooling not in RESNET_POOLINGS:
@@ -341,7 +341,7 @@ def build_ct_clip(
     text_unfreeze_last_n: int = 0,
     sentence_weight: float = 0.0,
     text_sentence_mean: bool = False,
-    pyramid_detectors: int = 32,
+    pyramid_detectors: int = 0,
 ) -> Any:
     """A CT–report CLIP: volume tower (``"resnet"`` / ``"vit"`` / ``"conv"``) + frozen MiniLM text tower with a
     trained projection + symmetric InfoNCE (``loss="clip"``) or SigLIP (``"siglip"``), through core's Pretrainer.
