@@ -80,3 +80,58 @@ def test_checkpoint_hooks_restore_the_rng_state(user_module) -> None:  # noqa: A
     model.on_load_checkpoint(checkpoint)
     torch.testing.assert_close((torch.rand(3), torch.randint(0, 10**6, (1,))), expected)
     assert isinstance(model, VlpModule)
+
+
+class _Payload:
+    """Unpickling this object would create a file: the classic malicious-checkpoint pattern."""
+
+    def __init__(self, sentinel: str) -> None:
+        self.sentinel = sentinel
+
+    def __reduce__(self):  # noqa: ANN204
+        import os
+
+        return (os.system, (f"touch {self.sentinel}",))
+
+
+def _ckpt(model: VlpModule, path: Path, with_config: bool = True, **extra: object) -> Path:
+    """What Lightning writes (state_dict) plus what VlpModule.on_save_checkpoint adds."""
+    checkpoint: dict = {"state_dict": model.state_dict(), "epoch": 0}
+    model.on_save_checkpoint(checkpoint)
+    if not with_config:
+        del checkpoint["vlp_config"]
+    torch.save({**checkpoint, **extra}, path)
+    return path
+
+
+def test_from_checkpoint_rebuilds_safely(tmp_path: Path, user_module) -> None:  # noqa: ANN001
+    model = user_module.Gen(width=3, scale=1.5)
+    path = _ckpt(model, tmp_path / "gen.ckpt")
+    with pytest.raises(UnsafeConfigError, match="user_gen_mod.Gen"):
+        user_module.Gen.from_checkpoint(path)
+    back = user_module.Gen.from_checkpoint(path, trust_code=True)
+    assert not back.training and float(back.scale) == 1.5
+    x = torch.randn(2, 3)
+    torch.testing.assert_close(back.net(x), model.net(x))
+    with pytest.raises(TypeError, match="describes Gen, not a Pretrainer"):
+        Pretrainer.from_checkpoint(path, trust_code=True)
+    with pytest.raises(FileNotFoundError, match="no such checkpoint"):
+        VlpModule.from_checkpoint(tmp_path / "missing.ckpt")
+
+
+def test_from_checkpoint_without_config_needs_a_legacy_builder(tmp_path: Path, user_module) -> None:  # noqa: ANN001
+    model = user_module.Gen(width=2, scale=3.0)
+    path = _ckpt(model, tmp_path / "old.ckpt", with_config=False)
+    with pytest.raises(ValueError, match="no 'vlp_config'"):
+        user_module.Gen.from_checkpoint(path)
+    back = user_module.Gen.from_checkpoint(path, legacy=lambda ckpt: user_module.Gen(width=2))
+    assert float(back.scale) == 3.0  # the weights (buffers included) come from the file, not the builder
+    torch.testing.assert_close(back.net.weight, model.net.weight)
+
+
+def test_from_checkpoint_refuses_pickled_code(tmp_path: Path, user_module) -> None:  # noqa: ANN001
+    sentinel = tmp_path / "pwned"
+    path = _ckpt(user_module.Gen(), tmp_path / "evil.ckpt", callbacks={"x": _Payload(str(sentinel))})
+    with pytest.raises(ValueError, match="refusing to unpickle"):
+        user_module.Gen.from_checkpoint(path, trust_code=True)
+    assert not sentinel.exists()

@@ -459,10 +459,9 @@ class MELP(Pretrainer):
 def load_model(path: str, trust_code: bool = False) -> Pretrainer:
     """Load a model from a ``save_pretrained`` folder or a Lightning ``.ckpt`` of a vlp run, without running code.
 
-    A ``.ckpt`` is opened with ``torch.load(weights_only=True)`` (tensors and plain data only) and the model is
-    rebuilt from the ``vlp_config`` JSON that :class:`~vlp_core.training.Pretrainer` stores in every checkpoint,
-    through the same allow-listed :func:`vlp_core.config.from_config` as ``from_pretrained``; checkpoints written
-    before ``vlp_config`` existed are rebuilt as :class:`MELP` from their hyper-parameters.
+    A ``.ckpt`` goes through :meth:`~vlp_core.training.VlpModule.from_checkpoint` (``torch.load(weights_only=True)``,
+    rebuilt from its ``vlp_config`` JSON through the allow-listed config path); checkpoints written before
+    ``vlp_config`` existed are rebuilt as :class:`MELP` from their hyper-parameters. The model is in eval mode.
 
     Args:
         path: a ``save_pretrained`` folder or a ``.ckpt`` file.
@@ -472,35 +471,21 @@ def load_model(path: str, trust_code: bool = False) -> Pretrainer:
         ValueError: the checkpoint holds pickled objects other than tensors and plain data.
         UnsafeConfigError: its config names a class outside the allow-list.
     """
-    import json
     import os
-    import pickle
-
-    from vlp_core.config import from_config
 
     if os.path.isdir(path):
         return Pretrainer.from_pretrained(path, trust_code=trust_code)
     if path.endswith(".ckpt") and os.path.isfile(path):
-        try:
-            ckpt = torch.load(path, map_location="cpu", weights_only=True)
-        except pickle.UnpicklingError as exc:
-            raise ValueError(
-                f"{path}: refusing to unpickle arbitrary objects (torch.load weights_only=True failed). A vlp "
-                f"checkpoint holds only tensors and plain data; this one does not. Details: {exc}"
-            ) from exc
-        if "vlp_config" in ckpt:
-            model = from_config(json.loads(ckpt["vlp_config"]), trust_code=trust_code)
-            if not isinstance(model, Pretrainer):
-                raise TypeError(f"{path}: vlp_config describes {type(model).__name__}, not a Pretrainer")
-        else:
-            import inspect
-
-            hp = dict(ckpt.get("hyper_parameters", {}))
-            allowed = set(inspect.signature(MELP.__init__).parameters) - {"self"}
-            model = MELP(**{k: v for k, v in hp.items() if k in allowed})
-        model.load_state_dict(ckpt["state_dict"], strict=True)
-        return model
+        return Pretrainer.from_checkpoint(path, trust_code=trust_code, legacy=_melp_from_hyper_parameters)
     raise FileNotFoundError(f"{path}: expected a save_pretrained folder or a Lightning .ckpt file")
+
+
+def _melp_from_hyper_parameters(ckpt: Any) -> MELP:
+    """A checkpoint written before ``vlp_config`` existed: MELP from its (plain-data) hyper-parameters."""
+    import inspect
+
+    allowed = set(inspect.signature(MELP.__init__).parameters) - {"self"}
+    return MELP(**{k: v for k, v in dict(ckpt.get("hyper_parameters", {})).items() if k in allowed})
 
 
 def count_parameters(module: nn.Module) -> int:

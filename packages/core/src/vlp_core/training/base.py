@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import random
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -92,6 +92,57 @@ class VlpModule(L.LightningModule):
         if not isinstance(model, cls):
             raise TypeError(f"{directory / CONFIG_NAME} describes {type(model).__name__}, not a {cls.__name__}")
         model.load_state_dict(load_file(str(directory / WEIGHTS_NAME), device=str(map_location)), strict=True)
+        return model.eval()
+
+    @classmethod
+    def from_checkpoint(
+        cls: type[M],
+        path: str | Path,
+        map_location: str | torch.device = "cpu",
+        trust_code: bool = False,
+        legacy: Callable[[Mapping[str, Any]], VlpModule] | None = None,
+    ) -> M:
+        """Rebuild from a Lightning ``.ckpt`` of a vlp run, without running code it names.
+
+        The file is opened with ``torch.load(weights_only=True)`` (tensors and plain data only) and the module is
+        rebuilt from the ``vlp_config`` JSON that :meth:`on_save_checkpoint` stores, through the same allow-listed
+        :func:`~vlp_core.config.from_config` as :meth:`from_pretrained`; weights are loaded strictly and the module is
+        returned in eval mode.
+
+        Args:
+            path: the ``.ckpt`` file.
+            map_location: device for the loaded tensors.
+            trust_code: allow the config to name classes outside vlp's allow-list (files you trust like code).
+            legacy: builds the (untrained) module from the loaded checkpoint when it has no ``vlp_config`` (files
+                written before it existed, e.g. from their ``hyper_parameters``); without it such a file is an error.
+
+        Raises:
+            FileNotFoundError: ``path`` is not a file.
+            ValueError: the checkpoint holds pickled objects other than tensors and plain data, or has no
+                ``vlp_config`` and no ``legacy`` builder was given.
+            TypeError: the config describes a module that is not a ``cls``.
+        """
+        import pickle
+
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: no such checkpoint file")
+        try:
+            ckpt = torch.load(path, map_location=map_location, weights_only=True)
+        except pickle.UnpicklingError as exc:
+            raise ValueError(
+                f"{path}: refusing to unpickle arbitrary objects (torch.load weights_only=True failed). A vlp "
+                f"checkpoint holds only tensors and plain data; this one does not. Details: {exc}"
+            ) from exc
+        if "vlp_config" in ckpt:
+            model = from_config(json.loads(ckpt["vlp_config"]), trust_code=trust_code)
+        elif legacy is not None:
+            model = legacy(ckpt)
+        else:
+            raise ValueError(f"{path}: no 'vlp_config' entry; it was not written by a vlp module's Lightning run")
+        if not isinstance(model, cls):
+            raise TypeError(f"{path}: vlp_config describes {type(model).__name__}, not a {cls.__name__}")
+        model.load_state_dict(ckpt["state_dict"], strict=True)
         return model.eval()
 
     # ------------------------------------------------------------------ exact resume
