@@ -78,6 +78,47 @@ def test_sentence_mean_is_the_mean_of_unit_sentence_embeddings() -> None:
         TextTower(sentence_mean=True, cache_tokens=True)
 
 
+def test_projection_input_noise_is_relative_training_only_and_seeded() -> None:
+    from vlp_core.towers import ProjectionHead
+
+    torch.manual_seed(0)
+    x = torch.randn(4000, 64) * torch.tensor([0.1, 1.0, 5.0, 20.0]).repeat_interleave(1000)[:, None]
+    head = ProjectionHead(64, 64, "none", input_noise=1.5)
+    head.train()
+    torch.manual_seed(1)
+    noise = head(x) - x
+    # Each vector's noise has 1.5x that vector's own std, whatever its scale.
+    ratio = noise.std(-1) / x.std(-1)
+    for block in ratio.view(4, 1000):
+        assert abs(float(block.mean()) - 1.5) < 0.05
+    torch.manual_seed(1)
+    assert torch.equal(head(x) - x, noise)  # drawn from the global (seeded, checkpointed) generator
+    head.eval()
+    assert torch.equal(head(x), x)  # never at evaluation
+    lin = ProjectionHead(64, 8, "linear", input_noise=0.5).train()
+    x.requires_grad_(True)
+    lin(x).sum().backward()
+    expected = lin.net.weight.sum(0).expand_as(x)  # the noise scale is not differentiated through
+    torch.testing.assert_close(x.grad, expected)
+    with pytest.raises(ValueError, match="input_noise must be >= 0"):
+        ProjectionHead(4, 4, input_noise=-0.1)
+
+
+def test_text_tower_embed_noise_round_trips_in_its_config() -> None:
+    from vlp_core.config import from_config, to_config
+
+    tower = TextTower(embed_dim=16, embed_noise=2.0)
+    assert tower.proj.input_noise == 2.0
+    rebuilt = from_config(to_config(tower))
+    assert rebuilt.proj.input_noise == 2.0
+    tower.eval()
+    texts = ["no pleural effusion.", "the heart is enlarged."]
+    a, b = tower(texts).embedding, tower(texts).embedding
+    assert torch.equal(a, b)  # eval: deterministic
+    tower.train()
+    assert not torch.equal(tower(texts).embedding, a)
+
+
 def test_text_tower_bad_input(frozen: TextTower) -> None:
     with pytest.raises(ValueError, match="empty"):
         frozen(["fine", "   "])

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+import torch
 from torch import Tensor, nn
 
 from vlp_core.config import Configurable
@@ -67,10 +68,20 @@ class ProjectionHead(nn.Module):
         out_dim: embedding width.
         kind: ``"linear"``, ``"mlp"`` (Linear-GELU-Linear, MERL/MELP style) or ``"none"`` (identity; needs
             ``in_dim == out_dim``).
+        input_noise: in training mode only, add Gaussian noise to each input vector with standard deviation
+            ``input_noise`` × that vector's own standard deviation (over its features) before projecting. A
+            regulariser for a head trained on a frozen encoder: the head cannot key on small, wording-specific
+            directions of the encoder's space, which paraphrases do not share. 0 = off; eval mode never adds noise.
+
+    Shapes:
+        ``x [..., in_dim]`` → ``[..., out_dim]``.
     """
 
-    def __init__(self, in_dim: int, out_dim: int, kind: str = "linear") -> None:
+    def __init__(self, in_dim: int, out_dim: int, kind: str = "linear", input_noise: float = 0.0) -> None:
         super().__init__()
+        if input_noise < 0:
+            raise ValueError(f"input_noise must be >= 0, got {input_noise}")
+        self.input_noise = float(input_noise)
         if kind == "linear":
             self.net: nn.Module = nn.Linear(in_dim, out_dim)
         elif kind == "mlp":
@@ -83,6 +94,8 @@ class ProjectionHead(nn.Module):
             raise ValueError(f"unknown projection {kind!r}; choose 'linear', 'mlp' or 'none'")
 
     def forward(self, x: Tensor) -> Tensor:
+        if self.training and self.input_noise > 0:
+            x = x + self.input_noise * x.detach().std(-1, keepdim=True) * torch.randn_like(x)
         return self.net(x)
 
 

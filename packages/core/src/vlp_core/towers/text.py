@@ -86,6 +86,8 @@ class TextTower(Tower):
             own) instead of one pass over the whole text. A report then becomes the average of its statements,
             the space a one-sentence zero-shot prompt lives in, and no finding is lost to ``max_length``
             truncation. Token outputs are not available in this mode (``tokens`` is ``None``).
+        embed_noise: training-time Gaussian noise on the encoder outputs before the projection head, relative to
+            each vector's own standard deviation (:class:`~vlp_core.towers.ProjectionHead` ``input_noise``); 0 = off.
 
     Shapes:
         ``forward(texts: list[str])`` returns ``embedding [B, D]``, ``tokens [B, L, D]``, ``mask [B, L]``,
@@ -104,6 +106,7 @@ class TextTower(Tower):
         cache_embeddings: bool = True,
         cache_tokens: bool = False,
         sentence_mean: bool = False,
+        embed_noise: float = 0.0,
     ) -> None:
         super().__init__()
         from transformers import AutoModel, AutoTokenizer
@@ -122,7 +125,7 @@ class TextTower(Tower):
         self.pooling, self.max_length = pooling, max_length
         self.output_dim = self.hidden_size if embed_dim is None else int(embed_dim)
         self.token_dim = self.output_dim
-        self.proj = ProjectionHead(self.hidden_size, self.output_dim, proj)
+        self.proj = ProjectionHead(self.hidden_size, self.output_dim, proj, input_noise=embed_noise)
         self._fingerprint = hashlib.sha1(f"{path.resolve()}|{pooling}|{max_length}".encode()).hexdigest()[:12]
 
         self.encoder.requires_grad_(not freeze)
