@@ -44,6 +44,14 @@ VARIANTS: dict[str, tuple] = {
     "identity": ("identity", 0.5, 2000, 0),
     "residual_sp0.8": ("residual", 0.8, 2000, 0),
     "finetune": ("linear", 0.8, 600, 6, 32),  # ~1.2 s per step
+    # Ninth round: regularising the head on the frozen encoder's space. "_noise<k>": Gaussian noise of k times each
+    # embedding's own std before the head (core ProjectionHead input_noise); "_drop<p>": input dropout; "mlp_hid0.3":
+    # dropout on the MLP's hidden layer.
+    **{f"mlp_noise{k:g}": (f"mlp_noise{k:g}", 0.5, 2000, 0) for k in (0.5, 1.0, 1.5, 2.0, 3.0)},
+    **{f"mlp_drop{p:g}": (f"mlp_drop{p:g}", 0.5, 2000, 0) for p in (0.3, 0.6, 0.8)},
+    "mlp_hid0.3": ("mlp_hid0.3", 0.5, 2000, 0),
+    "mlp_noise2_steps4000": ("mlp_noise2", 0.5, 4000, 0),
+    "linear_noise2": ("linear_noise2", 0.5, 2000, 0),
 }
 
 
@@ -62,6 +70,7 @@ def main() -> None:
 
     from vlp_core.eval import multilabel_zero_shot
     from vlp_core.losses import ClipLoss
+    from vlp_core.towers import ProjectionHead
     from vlp_ct3d.ctrate import ctrate_index
     from vlp_ct3d.demo import DEMO_SCALES, prepare_demo_data
     from vlp_ct3d.eval import class_directions, report_text_zeroshot, zeroshot_table
@@ -122,8 +131,21 @@ def main() -> None:
         torch.manual_seed(args.seed)
         dim = 384 if head in ("identity", "residual") else 128
         tower = CTTextTower(embed_dim=128, unfreeze_last_n=unfreeze, cache_embeddings=not unfreeze)
-        tower.proj = {"linear": tower.proj, "mlp": nn.Sequential(nn.Linear(384, 512), nn.GELU(), nn.Linear(512, 128)),
-                      "identity": nn.Identity(), "residual": Residual(384, 32)}[head]  # fmt: skip
+        kind, _, reg = head.partition("_")
+
+        def mlp() -> nn.Module:
+            return nn.Sequential(nn.Linear(384, 512), nn.GELU(), nn.Linear(512, 128))
+
+        if reg.startswith("noise"):  # noise on the encoder's embedding, then the head
+            base = {"mlp": mlp(), "linear": nn.Linear(384, 128)}[kind]
+            tower.proj = nn.Sequential(ProjectionHead(384, 384, "none", input_noise=float(reg[5:])), base)
+        elif reg.startswith("drop"):
+            tower.proj = nn.Sequential(nn.Dropout(float(reg[4:])), mlp())
+        elif reg.startswith("hid"):
+            tower.proj = nn.Sequential(nn.Linear(384, 512), nn.GELU(), nn.Dropout(float(reg[3:])), nn.Linear(512, 128))
+        else:
+            tower.proj = {"linear": tower.proj, "mlp": mlp(), "identity": nn.Identity(),
+                          "residual": Residual(384, 32)}[head]  # fmt: skip
         vol_head = nn.Sequential(nn.Linear(feats.shape[1], 256), nn.GELU(), nn.Linear(256, dim))
         loss_fn = ClipLoss()
         encoder_params = [p for p in tower.encoder.parameters() if p.requires_grad]

@@ -28,9 +28,10 @@ from _common import env_line, markdown_table, repro_command  # noqa: E402
 BASE = {"embed_dim": 128, "widths": (16, 32, 64), "lr": 2e-3}
 
 
-def _pyramid(steps: int, detectors: int = 0) -> tuple[dict, dict, int]:
-    """MLP text head + pyramid pooling (eighth round)."""
-    return {"text_proj": "mlp", "pooling": "pyramid", "pyramid_detectors": detectors}, {"sentence_prob": 0.5}, steps
+def _pyramid(steps: int, detectors: int = 0, noise: float = 0.0) -> tuple[dict, dict, int]:
+    """MLP text head + pyramid pooling (eighth round), with noise on MiniLM's embeddings (ninth round)."""
+    kw = {"text_proj": "mlp", "pooling": "pyramid", "pyramid_detectors": detectors}
+    return kw | ({"text_noise": noise} if noise else {}), {"sentence_prob": 0.5}, steps
 
 
 VARIANTS: dict[str, tuple[dict, dict, int]] = {
@@ -84,6 +85,10 @@ VARIANTS: dict[str, tuple[dict, dict, int]] = {
     "mlp_pyramid_steps1200": _pyramid(1200),
     "mlp_pyr16_steps1500": _pyramid(1500, detectors=16),
     "mlp_pyr32_steps1500": _pyramid(1500, detectors=32),
+    # Ninth round: Gaussian noise on MiniLM's embeddings before the text head (benchmarks/ct3d_text_side.py first).
+    "mlp_pyramid_noise1_steps1200": _pyramid(1200, noise=1.0),
+    "mlp_pyramid_noise1.5_steps1200": _pyramid(1200, noise=1.5),
+    "mlp_pyramid_noise2_steps1200": _pyramid(1200, noise=2.0),
 }
 
 

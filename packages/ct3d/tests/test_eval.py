@@ -99,8 +99,9 @@ def test_build_ct_clip_text_options_reach_the_text_tower() -> None:
 
     plain = build_ct_clip(volume_tower="conv", embed_dim=8, widths=(4, 8), seed=0).towers["text"]
     tuned = build_ct_clip(volume_tower="conv", embed_dim=8, widths=(4, 8), seed=0, text_proj="mlp",
-                          text_unfreeze_last_n=1).towers["text"]  # fmt: skip
+                          text_unfreeze_last_n=1, text_noise=1.5).towers["text"]  # fmt: skip
     assert not any(p.requires_grad for p in plain.encoder.parameters())
+    assert (plain.proj.input_noise, tuned.proj.input_noise) == (0.0, 1.5)
     n_lin = sum(isinstance(m, torch.nn.Linear) for m in plain.proj.modules())
     assert sum(isinstance(m, torch.nn.Linear) for m in tuned.proj.modules()) == n_lin + 1  # Linear-GELU-Linear
     trainable = {n.split(".")[2] for n, p in tuned.encoder.named_parameters() if p.requires_grad and ".layer." in n}

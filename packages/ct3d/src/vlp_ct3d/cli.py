@@ -46,7 +46,7 @@ def fit_clip(
     root: str, out: str, split: str = "train", preset: str = "demo", hu_mode: str = "already_hu",
     cache: str | None = None, volume_tower: str = "resnet", pooling: str | None = None, embed_dim: int = 128, steps: int = 300,
     batch_size: int = 32, lr: float = 2e-3, sentence_prob: float = 0.5, seed: int = 0, text_proj: str = "linear",
-    pyramid_detectors: int = 0,
+    pyramid_detectors: int = 0, text_noise: float = 0.0,
 ) -> str:  # fmt: skip
     """Train the 3D CT–report CLIP and save it (save_pretrained folder).
 
@@ -68,6 +68,8 @@ def fit_clip(
         seed: seed.
         text_proj: text projection head on the frozen language model, linear or mlp.
         pyramid_detectors: linear detectors per finer stage with ``pooling: pyramid`` (0 = channel maxima).
+        text_noise: training-time Gaussian noise on the language model's embeddings before the text head, relative
+            to each embedding's std (0 = off).
     """
     from vlp_ct3d.models import build_ct_clip
     from vlp_ct3d.train import VolumeTextSet
@@ -75,7 +77,8 @@ def fit_clip(
 
     x, texts, y, _, _ = _load(root, split, preset, hu_mode, cache, None)
     model = build_ct_clip(volume_tower, embed_dim, img_size=tuple(x.shape[2:]), pooling=pooling, max_steps=steps, lr=lr,
-                          seed=seed, text_proj=text_proj, pyramid_detectors=pyramid_detectors)  # fmt: skip
+                          seed=seed, text_proj=text_proj, pyramid_detectors=pyramid_detectors,
+                          text_noise=text_noise)  # fmt: skip
     _fit(
         model,
         VolumeTextSet(x, texts, y, augment=True, sentence_prob=sentence_prob, seed=seed),

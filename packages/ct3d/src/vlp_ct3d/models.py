@@ -277,9 +277,10 @@ class CTTextTower(TextTower):
         cache_embeddings: bool = True,
         cache_tokens: bool = False,
         sentence_mean: bool = False,
+        embed_noise: float = 0.0,
     ) -> None:
         super().__init__(model_path, embed_dim, proj, pooling, max_length, freeze, unfreeze_last_n,
-                         cache_embeddings, cache_tokens, sentence_mean)  # fmt: skip
+                         cache_embeddings, cache_tokens, sentence_mean, embed_noise)  # fmt: skip
         self._checked: set[str] = set()
 
     def tokenize(self, texts: Sequence[str]) -> dict[str, Tensor]:
@@ -342,6 +343,7 @@ def build_ct_clip(
     sentence_weight: float = 0.0,
     text_sentence_mean: bool = False,
     pyramid_detectors: int = 0,
+    text_noise: float = 0.0,
 ) -> Any:
     """A CT–report CLIP: volume tower (``"resnet"`` / ``"vit"`` / ``"conv"``) + frozen MiniLM text tower with a
     trained projection + symmetric InfoNCE (``loss="clip"``) or SigLIP (``"siglip"``), through core's Pretrainer.
@@ -353,7 +355,9 @@ def build_ct_clip(
     sentence of its own report (batch ``"sentences"`` + ``"sentences_owner"`` + ``"sentences_ids"``, as
     :class:`~vlp_ct3d.train.VolumeTextSet` with ``sentences=True`` gives them); identical sentences of other reports
     ("No pleural effusion.") are positives too, never negatives. ``text_sentence_mean`` embeds a report as the mean
-    of its sentence embeddings (core ``TextTower(sentence_mean=True)``).
+    of its sentence embeddings (core ``TextTower(sentence_mean=True)``). ``text_noise`` > 0 adds training-time
+    Gaussian noise to MiniLM's embeddings before the text head (relative to each embedding's own std; core
+    ``TextTower(embed_noise=...)``), so the head keeps to directions that paraphrases share (ninth round, README).
 
     Batches: ``{"image": [B, 1, D, H, W], "text": list[str]}``.
     """
@@ -376,7 +380,8 @@ def build_ct_clip(
     else:
         raise ValueError(f"volume_tower must be 'resnet', 'vit' or 'conv', got {volume_tower!r}")
     text = CTTextTower(model_path=text_model_path, embed_dim=embed_dim, max_length=text_max_length, proj=text_proj,
-                       unfreeze_last_n=text_unfreeze_last_n, sentence_mean=text_sentence_mean)  # fmt: skip
+                       unfreeze_last_n=text_unfreeze_last_n, sentence_mean=text_sentence_mean,
+                       embed_noise=text_noise)  # fmt: skip
     loss_fn = {"clip": ClipLoss, "siglip": SigLipLoss}[loss]()
     terms = [LossTerm("clip", loss_fn, inputs=("image", "text"))]
     routes = {"image": "image", "text": "text"}
