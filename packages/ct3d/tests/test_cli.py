@@ -57,9 +57,10 @@ def test_cli_end_to_end(tmp_path: Path) -> None:
 
 
 def test_demo_clip_config_trains_through_the_cli(tmp_path: Path) -> None:
-    """``configs/fit_clip_demo.yaml`` (the demo's recipe: MLP text head, pyramid pooling) parses and trains; the saved
-    model carries that recipe."""
+    """``configs/fit_clip_demo.yaml`` (the demo's recipe: MLP text head with embedding noise, pyramid pooling) parses
+    and trains; the saved model carries that recipe."""
     from vlp_core.training import Pretrainer
+    from vlp_ct3d.demo import DEMO_CLIP
 
     root = tmp_path / "ctrate"
     main(["phantoms", str(root), "--n_train", "6", "--n_valid", "2", "--seed", "2"])
@@ -69,3 +70,4 @@ def test_demo_clip_config_trains_through_the_cli(tmp_path: Path) -> None:
     model = Pretrainer.from_pretrained(tmp_path / "clip")
     assert model.towers["image"].pooling == "pyramid" and model.towers["image"].finer_proj is not None
     assert isinstance(model.towers["text"].proj.net, torch.nn.Sequential)  # the MLP head, not a Linear
+    assert model.towers["text"].proj.input_noise == DEMO_CLIP["text_noise"] > 0

@@ -1,13 +1,13 @@
 """`vlp demo ct3d` end to end (slow: run with -m slow).
 
-What this guards, and what it does not. The issue's targets are zero-shot macro AUROC >= 0.85 (class-name prompts)
-and >= 0.80 (disjoint prompts), both controls <= 0.60, VAE PSNR >= 20 dB, and factual correctness of generated
-volumes above chance. Measured on a 2-core CPU (`uv run pytest -m slow packages/ct3d/tests/test_demo_slow.py`,
-seed 0, the demo's CLIP recipe since the eighth round: MLP text head, pyramid pooling, 1200 steps): zero-shot
-0.868 / 0.678, controls 0.471 / 0.304, linear probe 0.916, factual correctness 0.676 on generated vs 0.907 on real
-volumes. The class-name target is asserted; the disjoint-wording target is MISSED (see the package README) and
-asserting it would only keep CI red, so the level the demo reaches is asserted instead, with margin, so that a
-regression in the pipeline (preprocessing, towers, losses, evaluation, generation) fails here.
+What this guards. The issue's targets are zero-shot macro AUROC >= 0.85 (class-name prompts) and >= 0.80 (disjoint
+prompts), both controls <= 0.60, VAE PSNR >= 20 dB, and factual correctness of generated volumes above chance; all
+are asserted. Measured on a 2-core CPU (`VLP_CACHE=<empty> uv run vlp demo ct3d`, seed 0, the demo's CLIP recipe
+since the ninth round: MLP text head on MiniLM embeddings with training noise 2x their std, pyramid pooling, 1200
+steps; 2026-12-05): zero-shot 0.852 / 0.813, controls 0.505 / 0.319, linear probe 0.859, VAE PSNR 26.4 dB, factual
+correctness 0.692 on generated vs 0.897 on real volumes. The class-name and probe margins are thin (0.002 / 0.009):
+the numbers are deterministic on one machine but move by ~0.01 between CPU types (the eighth round's recipe gave
+0.868 on one machine and 0.863 on another).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import pytest
 
 
 @pytest.mark.slow
-def test_demo_meets_class_name_target_controls_psnr_factual_correctness_and_keeps_its_level(tmp_path: Path) -> None:
+def test_demo_meets_zero_shot_targets_controls_psnr_and_factual_correctness(tmp_path: Path) -> None:
     from vlp_core.demo import DemoContext
     from vlp_ct3d.demo import run_demo
 
@@ -29,11 +29,11 @@ def test_demo_meets_class_name_target_controls_psnr_factual_correctness_and_keep
     assert m["VAE PSNR (dB)"] >= 20.0, m
     assert m["factual correctness generated AUROC"] >= 0.58, m  # above chance (0.5) with margin
     assert m["zero-shot macro AUROC"] >= 0.85, m
-    # Below target, but learned: clearly above both controls; the linear probe well above chance.
+    assert m["zero-shot macro AUROC (disjoint prompts)"] >= 0.80, m
+    # Learned, not wired: clearly above both controls; the linear probe well above chance.
     controls = max(m["control random tower AUROC"], m["control shuffled pairs AUROC"])
-    assert m["zero-shot macro AUROC"] >= controls + 0.15, m
-    assert m["zero-shot macro AUROC (disjoint prompts)"] >= 0.62, m
-    assert m["linear probe AUROC"] >= 0.85, m
+    assert min(m["zero-shot macro AUROC"], m["zero-shot macro AUROC (disjoint prompts)"]) >= controls + 0.15, m
+    assert m["linear probe AUROC"] >= 0.84, m
     assert m["factual correctness real AUROC"] >= 0.70, m
     assert all(Path(f).is_file() for f in res.figures)
     for name in ("zeroshot.csv", "retrieval.csv", "metrics.json"):
@@ -50,9 +50,13 @@ def test_demo_meets_class_name_target_controls_psnr_factual_correctness_and_keep
     for c in ("Pleural effusion", "Emphysema"):
         assert rv[classes.index(c)][classes.index(c)] >= 0.5, rv
     # The text-side diagnostic: the class-name prompts read the training reports' own text well above chance
-    # (0.768 with MiniLM alone measured) and the disjoint wording less well (0.580); the demo's volume zero-shot is
-    # of the order of the joint-space values (0.848 / 0.641).
+    # (0.768 with MiniLM alone measured) and the disjoint wording less well (0.580); in the trained joint space both
+    # read them far better (0.840 / 0.821 measured: the embedding noise keeps the head on shared directions).
     side = json.loads((tmp_path / "out" / "text_side.json").read_text())
     assert side["class-name pairs"]["encoder"]["macro_auroc"] >= 0.7
     assert side["class-name pairs"]["encoder"]["macro_auroc"] > side["disjoint wording"]["encoder"]["macro_auroc"]
     assert set(side["disjoint wording"]["joint space"]["per_class"]) == set(classes)
+    assert (
+        side["disjoint wording"]["joint space"]["macro_auroc"]
+        >= side["disjoint wording"]["encoder"]["macro_auroc"] + 0.1
+    )
