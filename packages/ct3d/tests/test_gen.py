@@ -101,6 +101,25 @@ def test_generative_training_resumes_exactly(which: str, tmp_path: Path) -> None
     assert not all(torch.equal(a, b) for a, b in zip(other.state_dict().values(), straight.state_dict().values()))
 
 
+def test_mixed_precision_training_keeps_fp32_weights_and_learns() -> None:
+    """``precision="bf16-mixed"`` reaches Lightning (autocast; the weights, EMA and latent scale stay fp32) and still
+    lowers the loss; an unknown name is refused before training."""
+    from vlp_ct3d.pipeline import fit_diffusion, fit_vae
+
+    vae, x = _vae(), torch.rand(4, 1, 16, 16, 16)
+    before = vae.generator_loss(x, False)[0].item()
+    fit_vae(vae, x, max_steps=6, batch_size=2, precision="bf16-mixed")
+    assert vae.trainer.precision == "bf16-mixed"
+    assert all(p.dtype == torch.float32 for p in vae.parameters()) and vae.scale_factor.dtype == torch.float32
+    assert vae.generator_loss(x, False)[0].item() < before
+    model, lat, ctx = _diff(), torch.randn(8, 2, 8, 8, 8), torch.randn(8, 5, 16)
+    fit_diffusion(model, lat, ctx, max_steps=2, batch_size=4, precision="bf16-mixed")
+    assert model.trainer.precision == "bf16-mixed"
+    assert all(p.dtype == torch.float32 for p in [*model.unet.parameters(), *model.ema.parameters()])
+    with pytest.raises(ValueError, match="precision must be"):
+        fit_vae(_vae(), x, max_steps=1, batch_size=2, precision="bf16")
+
+
 def test_schedulers_latent_settings() -> None:
     for kind in ("ddpm", "ddim"):
         assert make_scheduler(kind).clip_sample is False

@@ -44,9 +44,10 @@ def phantoms(out: str, n_train: int = 400, n_valid: int = 150, seed: int = 0, st
 
 def fit_clip(
     root: str, out: str, split: str = "train", preset: str = "demo", hu_mode: str = "already_hu",
-    cache: str | None = None, volume_tower: str = "resnet", pooling: str | None = None, embed_dim: int = 128, steps: int = 300,
+    cache: str | None = None, volume_tower: str = "resnet", pooling: str | None = None, embed_dim: int = 128,
+    widths: list[int] = [16, 32, 64], steps: int = 300,  # noqa: B006
     batch_size: int = 32, lr: float = 2e-3, sentence_prob: float = 0.5, seed: int = 0, text_proj: str = "linear",
-    pyramid_detectors: int = 0, text_noise: float = 0.0,
+    pyramid_detectors: int = 0, text_noise: float = 0.0, precision: str = "32-true",
 ) -> str:  # fmt: skip
     """Train the 3D CT–report CLIP and save it (save_pretrained folder).
 
@@ -61,6 +62,7 @@ def fit_clip(
         pooling: token pooling of the volume tower (resnet: max (default), mean, meanmax, attn, pyramid; vit: cls
             (default), attn, mean).
         embed_dim: joint embedding width.
+        widths: channels per stage of the resnet / conv volume tower.
         steps: optimiser steps.
         batch_size: batch size.
         lr: peak learning rate.
@@ -70,14 +72,16 @@ def fit_clip(
         pyramid_detectors: linear detectors per finer stage with ``pooling: pyramid`` (0 = channel maxima).
         text_noise: training-time Gaussian noise on the language model's embeddings before the text head, relative
             to each embedding's std (0 = off).
+        precision: Lightning precision: 32-true (default), bf16-mixed, ... or auto (bf16-mixed where the CPU/GPU
+            computes bf16 natively, else 32-true).
     """
     from vlp_ct3d.models import build_ct_clip
     from vlp_ct3d.train import VolumeTextSet
     from vlp_ct3d.train import fit_clip as _fit
 
     x, texts, y, _, _ = _load(root, split, preset, hu_mode, cache, None)
-    model = build_ct_clip(volume_tower, embed_dim, img_size=tuple(x.shape[2:]), pooling=pooling, max_steps=steps, lr=lr,
-                          seed=seed, text_proj=text_proj, pyramid_detectors=pyramid_detectors,
+    model = build_ct_clip(volume_tower, embed_dim, widths=tuple(widths), img_size=tuple(x.shape[2:]), pooling=pooling,
+                          max_steps=steps, lr=lr, seed=seed, text_proj=text_proj, pyramid_detectors=pyramid_detectors,
                           text_noise=text_noise)  # fmt: skip
     _fit(
         model,
@@ -86,6 +90,7 @@ def fit_clip(
         batch_size,
         seed,
         progress=True,
+        precision=precision,
     )
     model.save_pretrained(out)
     print(f"wrote {out}")
@@ -173,6 +178,7 @@ def fit_vae(
     perceptual_weight: float = 0.0, perceptual_network: str = "medicalnet_resnet10",
     perceptual_weights_path: str | None = None, perceptual_state_dict_key: str | None = None,
     checkpoint_dir: str | None = None, checkpoint_every: int | None = None, resume_from: str | None = None,
+    precision: str = "32-true",
 ) -> str:  # fmt: skip
     """Train the 3D VAE (AutoencoderKL), estimate its latent scale factor and save it.
 
@@ -198,6 +204,8 @@ def fit_vae(
         checkpoint_every: checkpoint interval in Lightning steps (two per batch once the adversarial term is on;
             default: at the end only).
         resume_from: a checkpoint of the same command; the run continues exactly as if it had not stopped.
+        precision: Lightning precision: 32-true (default), bf16-mixed, ... or auto (bf16-mixed where the CPU/GPU
+            computes bf16 natively, else 32-true).
     """
     import torch
 
@@ -210,7 +218,7 @@ def fit_vae(
                     perceptual_state_dict_key=perceptual_state_dict_key)  # fmt: skip
     vae.perceptual  # noqa: B018 — a missing or ill-fitting weights file fails before the data are loaded
     x = _load(root, split, preset, hu_mode, cache, None)[0]
-    vae = _fit(vae, x, steps, batch_size, seed, True, checkpoint_dir, checkpoint_every, resume_from)
+    vae = _fit(vae, x, steps, batch_size, seed, True, checkpoint_dir, checkpoint_every, resume_from, precision)
     vae.save_pretrained(out)
     print(f"wrote {out} (scale factor {float(vae.scale_factor):.4f})")
     return out
@@ -220,7 +228,7 @@ def fit_diffusion(
     root: str, clip: str, vae: str, out: str, split: str = "train", preset: str = "demo",
     hu_mode: str = "already_hu", cache: str | None = None, objective: str = "rflow", context_length: int = 64,
     steps: int = 300, batch_size: int = 16, lr: float = 1e-3, seed: int = 0, checkpoint_dir: str | None = None,
-    checkpoint_every: int | None = None, resume_from: str | None = None,
+    checkpoint_every: int | None = None, resume_from: str | None = None, precision: str = "32-true",
 ) -> str:  # fmt: skip
     """Train the text-conditioned latent diffusion model; writes a pipeline folder (clip/, vae/, diffusion/).
 
@@ -242,6 +250,8 @@ def fit_diffusion(
         checkpoint_dir: write Lightning checkpoints (last.ckpt, and every checkpoint_every steps) here.
         checkpoint_every: checkpoint interval in steps (default: at the end only).
         resume_from: a checkpoint of the same command; the run continues exactly as if it had not stopped.
+        precision: Lightning precision: 32-true (default), bf16-mixed, ... or auto (bf16-mixed where the CPU/GPU
+            computes bf16 natively, else 32-true).
     """
     import torch
 
@@ -263,7 +273,7 @@ def fit_diffusion(
     model = LatentDiffusionModule(latent_channels=latents.shape[1], latent_shape=tuple(latents.shape[2:]),
                                   context_dim=ctx.shape[-1], context_length=context_length, objective=objective,
                                   lr=lr, geometry=geometry)  # fmt: skip
-    _fit(model, latents, ctx, steps, batch_size, seed, True, checkpoint_dir, checkpoint_every, resume_from)
+    _fit(model, latents, ctx, steps, batch_size, seed, True, checkpoint_dir, checkpoint_every, resume_from, precision)
     out_p = Path(out)
     clip_model.save_pretrained(out_p / "clip")
     vae_model.save_pretrained(out_p / "vae")

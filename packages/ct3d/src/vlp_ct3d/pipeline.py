@@ -34,13 +34,13 @@ class _Dict(torch.utils.data.Dataset):
 
 def _fit(
     model: Any, max_steps: int, batch_size: int, seed: int, progress: bool, checkpoint_dir: str | Path | None,
-    checkpoint_every: int | None, resume_from: str | Path | None, **tensors: Tensor,
+    checkpoint_every: int | None, resume_from: str | Path | None, precision: str | None = None, **tensors: Tensor,
 ) -> None:  # fmt: skip
     """Lightning fit on in-memory tensors; the order depends only on ``(seed, epoch)`` (core's resumable loader), so a
     run resumed from one of its checkpoints continues exactly where it stopped (RNG states from core's VlpModule)."""
     import lightning as L
 
-    from vlp_core.training import PairedDataModule
+    from vlp_core.training import PairedDataModule, resolve_precision
 
     L.seed_everything(seed, workers=True, verbose=False)
     callbacks = []
@@ -50,7 +50,8 @@ def _fit(
                                                              save_top_k=-1, save_last=True))  # fmt: skip
     trainer = L.Trainer(accelerator="auto", devices=1, max_steps=max_steps, max_epochs=-1, logger=False,
                         enable_checkpointing=bool(callbacks), callbacks=callbacks, enable_progress_bar=progress,
-                        enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0)  # fmt: skip
+                        enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0,
+                        precision=resolve_precision(precision))  # fmt: skip
     data = PairedDataModule(batch_size=batch_size, seed=seed, train_set=_Dict(**tensors))
     trainer.fit(model, data, ckpt_path=None if resume_from is None else str(resume_from))
 
@@ -58,7 +59,7 @@ def _fit(
 def fit_vae(
     vae: VAEModule, volumes: Tensor, max_steps: int, batch_size: int = 4, seed: int = 0, progress: bool = False,
     checkpoint_dir: str | Path | None = None, checkpoint_every: int | None = None,
-    resume_from: str | Path | None = None,
+    resume_from: str | Path | None = None, precision: str | None = None,
 ) -> VAEModule:  # fmt: skip
     """Train the VAE on windowed volumes ``[N, 1, D, H, W]``, then estimate its latent scale factor over all of them.
 
@@ -73,9 +74,12 @@ def fit_vae(
         checkpoint_dir: write Lightning checkpoints here (``last.ckpt`` and every ``checkpoint_every`` steps).
         checkpoint_every: checkpoint interval in Lightning steps (default: only at the end).
         resume_from: a checkpoint of this run; training continues exactly as if it had not stopped.
+        precision: Lightning's precision (``None`` = ``"32-true"``, ``"bf16-mixed"``, ...) or ``"auto"`` (bf16 mixed
+            precision where the hardware has native bf16, else fp32; :func:`vlp_core.training.resolve_precision`).
     """
     steps = vae.lightning_steps(max_steps)
-    _fit(vae, steps, batch_size, seed, progress, checkpoint_dir, checkpoint_every, resume_from, image=volumes)
+    _fit(vae, steps, batch_size, seed, progress, checkpoint_dir, checkpoint_every, resume_from, precision,
+         image=volumes)  # fmt: skip
     vae.estimate_scale_factor(volumes)
     return vae.eval()
 
@@ -93,11 +97,11 @@ def text_context(clip_model: Any, texts: Sequence[str], length: int, batch_size:
 def fit_diffusion(
     model: LatentDiffusionModule, latents: Tensor, contexts: Tensor, max_steps: int, batch_size: int = 16,
     seed: int = 0, progress: bool = False, checkpoint_dir: str | Path | None = None,
-    checkpoint_every: int | None = None, resume_from: str | Path | None = None,
+    checkpoint_every: int | None = None, resume_from: str | Path | None = None, precision: str | None = None,
 ) -> LatentDiffusionModule:  # fmt: skip
-    """Train on cached scaled latents ``[N, C, d, h, w]`` and text tokens ``[N, L, E]``; checkpointing and exact
-    resume as in :func:`fit_vae`."""
-    _fit(model, max_steps, batch_size, seed, progress, checkpoint_dir, checkpoint_every, resume_from,
+    """Train on cached scaled latents ``[N, C, d, h, w]`` and text tokens ``[N, L, E]``; checkpointing, exact
+    resume and ``precision`` as in :func:`fit_vae`."""
+    _fit(model, max_steps, batch_size, seed, progress, checkpoint_dir, checkpoint_every, resume_from, precision,
          latent=latents, context=contexts)  # fmt: skip
     return model.eval()
 

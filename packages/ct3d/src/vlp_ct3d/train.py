@@ -134,11 +134,17 @@ def fit_clip(
     seed: int = 0,
     progress: bool = False,
     num_workers: int = 0,
+    precision: str | None = None,
 ) -> Any:
-    """Fit a CLIP ``Pretrainer`` for ``max_steps`` optimiser steps on CPU/GPU with Lightning."""
+    """Fit a CLIP ``Pretrainer`` for ``max_steps`` optimiser steps on CPU/GPU with Lightning.
+
+    ``precision``: Lightning's (``None`` = ``"32-true"``, ``"bf16-mixed"``, ...) or ``"auto"`` (bf16 mixed precision
+    where the hardware has native bf16, else fp32; :func:`vlp_core.training.resolve_precision`).
+    """
     import lightning as L
 
     from vlp_core.data import collate_batch
+    from vlp_core.training import resolve_precision
 
     L.seed_everything(seed, workers=True, verbose=False)
     texts = train.all_texts()
@@ -157,6 +163,7 @@ def fit_clip(
                                          num_workers=num_workers)  # fmt: skip
     trainer = L.Trainer(accelerator="auto", devices=1, max_steps=max_steps, max_epochs=-1, logger=False,
                         enable_checkpointing=False, enable_progress_bar=progress, enable_model_summary=False,
-                        num_sanity_val_steps=0, limit_val_batches=0, callbacks=[_Epochs()])  # fmt: skip
+                        num_sanity_val_steps=0, limit_val_batches=0, callbacks=[_Epochs()],
+                        precision=resolve_precision(precision))  # fmt: skip
     trainer.fit(model, train_dataloaders=loader)
     return model.eval()
