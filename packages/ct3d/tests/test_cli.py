@@ -71,3 +71,5 @@ def test_demo_clip_config_trains_through_the_cli(tmp_path: Path) -> None:
     assert model.towers["image"].pooling == "pyramid" and model.towers["image"].finer_proj is not None
     assert isinstance(model.towers["text"].proj.net, torch.nn.Sequential)  # the MLP head, not a Linear
     assert model.towers["text"].proj.input_noise == DEMO_CLIP["text_noise"] > 0
+    assert model.towers["image"].stem.out_channels == DEMO_CLIP["widths"][0]
+    assert [st[0].c2.out_channels for st in model.towers["image"].stages] == list(DEMO_CLIP["widths"])
